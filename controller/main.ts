@@ -1,0 +1,46 @@
+/**
+ * `npm start`: the controller on the embedded store.
+ * Environment: HOSTKEEPER_PORT (8080), HOSTKEEPER_DATA_DIR (./data), HOSTKEEPER_ADMIN_PASSWORD
+ * (first start only), HOSTKEEPER_LOG_LEVEL (info). Exits non-zero with one clear line on a
+ * bad setting, a port in use or an unreadable store; stops cleanly on SIGTERM/SIGINT.
+ */
+import { resolve } from 'node:path';
+import { createLogger } from './log.ts';
+import { startController } from './server.ts';
+
+function fail(msg: string): never {
+  process.stderr.write(`hostkeeper: ${msg}\n`);
+  process.exit(1);
+}
+
+const portText = process.env.HOSTKEEPER_PORT ?? '8080';
+if (!/^\d+$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
+  fail(`HOSTKEEPER_PORT[${portText}] must be a port number 1-65535`);
+}
+if (process.env.HOSTKEEPER_DATABASE_URL) {
+  fail('HOSTKEEPER_DATABASE_URL is set, but this build has only the embedded store; unset it to use the data dir');
+}
+const dataDir = resolve(process.env.HOSTKEEPER_DATA_DIR ?? './data');
+const log = createLogger();
+
+try {
+  const t0 = performance.now();
+  const c = await startController({
+    dataDir, port: Number(portText), adminPassword: process.env.HOSTKEEPER_ADMIN_PASSWORD, log,
+  });
+  log.info({ port: c.port, dataDir, ms: Math.round(performance.now() - t0) }, 'controller ready');
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: sig }, 'stopping');
+    c.close().then(
+      () => { log.flush(); process.exit(0); },
+      (err) => { process.stderr.write(`hostkeeper: error while stopping: ${(err as Error).message}\n`); process.exit(1); },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+} catch (err) {
+  fail((err as Error).message);
+}

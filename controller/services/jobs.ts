@@ -1,0 +1,179 @@
+/**
+ * API jobs (ZStack's api-jobs): every create, action and delete is a job with an id, a
+ * status, progress and a result, kept in the store so a client can poll it and a restart
+ * does not lose it.
+ *
+ * Instant work (a few store writes) runs inside one transaction that also records the
+ * finished job, so when the 202 goes out the change and its job are both on disk. Long work
+ * (talking to agents) records a Running job first, answers 202, and records the outcome
+ * when done. A job still Running when the controller starts was cut by a restart: it is
+ * marked failed. Finished jobs expire after `ttlMs` (ZStack: 3 hours).
+ */
+import { type ErrorBody, HkError, invalidArgument, toHkError } from '../../protocol/errors.ts';
+import { isUuid, newUuid } from '../../protocol/values.ts';
+import type { Clock } from '../clock.ts';
+import type { Logger } from '../log.ts';
+import type { Repository, Tx } from '../store/repository.ts';
+
+export type JobStatus = 'Running' | 'Succeeded' | 'Failed';
+
+export interface JobProgress {
+  current: number;
+  total: number;
+  step: string;
+  message?: string;
+}
+
+export interface JobRow {
+  uuid: string;
+  apiName: string;
+  status: JobStatus;
+  progress?: JobProgress;
+  /** The response body of a successful job. */
+  result?: unknown;
+  error?: ErrorBody;
+  webHook?: string;
+  createDate: number;
+  lastOpDate: number;
+}
+
+export interface JobHandle {
+  readonly uuid: string;
+  progress(p: JobProgress): Promise<void>;
+}
+
+export const JOB_TTL_MS = 3 * 3600 * 1000;
+
+export class Jobs {
+  private cancelSweep: (() => void) | undefined;
+  private readonly running = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    private readonly ttlMs = JOB_TTL_MS,
+    private readonly sweepMs = 10 * 60 * 1000,
+  ) {}
+
+  /** Marks jobs cut by a restart as failed and starts the expiry sweep. */
+  async start(): Promise<void> {
+    const cut = (await this.repo.all<JobRow>('job')).filter((j) => j.status === 'Running');
+    if (cut.length > 0) {
+      const now = this.clock.now();
+      await this.repo.transaction(async (tx) => {
+        for (const j of cut) {
+          await tx.update<JobRow>('job', j.uuid, {
+            status: 'Failed', lastOpDate: now,
+            error: new HkError('SYS.1000', `job[uuid:${j.uuid}, api:${j.apiName}] was cut by a controller restart; run it again`).toBody(),
+          });
+        }
+      });
+      this.log.warn({ jobs: cut.length }, 'marked jobs cut by the restart as failed');
+    }
+    this.scheduleSweep();
+  }
+
+  private scheduleSweep(): void {
+    this.cancelSweep = this.clock.setTimer(this.sweepMs, () => {
+      void this.sweep().finally(() => this.scheduleSweep());
+    });
+  }
+
+  /** Deletes finished jobs older than the TTL. */
+  async sweep(): Promise<number> {
+    const cutoff = this.clock.now() - this.ttlMs;
+    const old = (await this.repo.all<JobRow>('job')).filter((j) => j.status !== 'Running' && j.lastOpDate < cutoff);
+    if (old.length === 0) return 0;
+    await this.repo.transaction(async (tx) => {
+      for (const j of old) await tx.remove('job', j.uuid);
+    });
+    return old.length;
+  }
+
+  /** Checks a client-chosen id (X-Job-UUID) or makes one. */
+  async newId(requested: string | undefined): Promise<string> {
+    if (requested === undefined) return newUuid();
+    if (!isUuid(requested)) throw invalidArgument(`header X-Job-UUID[${requested}] must be 32 lowercase hex digits`);
+    if (await this.repo.get('job', requested)) throw invalidArgument(`header X-Job-UUID[${requested}] is already used by another job`);
+    return requested;
+  }
+
+  async get(uuid: string): Promise<JobRow | undefined> {
+    const job = await this.repo.get<JobRow>('job', uuid);
+    if (!job) return undefined;
+    if (job.status !== 'Running' && job.lastOpDate < this.clock.now() - this.ttlMs) return undefined;
+    return job;
+  }
+
+  /**
+   * Runs store-only work and records the finished job in the same transaction. Errors are
+   * thrown to the caller (which answers 4xx) and leave no trace.
+   */
+  async instant(uuid: string, apiName: string, work: (tx: Tx) => Promise<unknown>, webHook?: string): Promise<JobRow> {
+    const now = this.clock.now();
+    const job = await this.repo.transaction(async (tx) => {
+      const result = await work(tx);
+      return tx.insert<JobRow>('job', {
+        uuid, apiName, status: 'Succeeded', result, createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}),
+      });
+    });
+    this.notify(job);
+    return job;
+  }
+
+  /**
+   * Records a Running job and starts `work` in the background; resolves once the job is
+   * recorded. `work` reports progress through the handle and returns the response body.
+   */
+  async long(uuid: string, apiName: string, work: (job: JobHandle) => Promise<unknown>, webHook?: string): Promise<JobRow> {
+    const now = this.clock.now();
+    const job = await this.repo.transaction((tx) =>
+      tx.insert<JobRow>('job', { uuid, apiName, status: 'Running', createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}) }),
+    );
+    const handle: JobHandle = {
+      uuid,
+      progress: async (p) => {
+        await this.repo.transaction((tx) => tx.update<JobRow>('job', uuid, { progress: p, lastOpDate: this.clock.now() }));
+      },
+    };
+    const p = (async () => {
+      let patch: Partial<JobRow>;
+      try {
+        const result = await work(handle);
+        patch = { status: 'Succeeded', result };
+      } catch (err) {
+        const e = toHkError(err);
+        if (e.code === 'SYS.1000') this.log.error({ job: uuid, api: apiName, err: (err as Error)?.stack }, 'job failed unexpectedly');
+        patch = { status: 'Failed', error: e.toBody() };
+      }
+      const done = await this.repo.transaction((tx) => tx.update<JobRow>('job', uuid, { ...patch, lastOpDate: this.clock.now() }));
+      this.log.info({ job: uuid, api: apiName, status: done.status, err: done.error?.details }, 'job finished');
+      this.notify(done);
+    })().catch((err) => this.log.error({ job: uuid, err: (err as Error)?.message }, 'could not record job outcome'));
+    this.running.add(p);
+    void p.finally(() => this.running.delete(p));
+    return job;
+  }
+
+  /** POSTs a finished job's answer to its X-Web-Hook, best effort. */
+  private notify(job: JobRow): void {
+    if (!job.webHook) return;
+    const body = job.status === 'Succeeded' ? job.result ?? {} : { error: job.error };
+    void fetch(job.webHook, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'X-Job-UUID': job.uuid },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    }).catch((err) => this.log.warn({ job: job.uuid, webHook: job.webHook, err: (err as Error).message }, 'web hook failed'));
+  }
+
+  /** Waits for background jobs (clean shutdown, tests). */
+  async drain(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+
+  stop(): void {
+    this.cancelSweep?.();
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * Evaluates a QuerySpec over the embedded store's in-memory tables.
+ *
+ * Plan: equality (`=`, `?=`) on an indexed field narrows the candidates through the index;
+ * a condition on a joined resource (`zone.*`, `cluster.*`, `vmInstance.*`) is turned into
+ * the set of parent keys it allows (like SQL's `uuid IN (SELECT hostUuid FROM vm WHERE ...)`);
+ * what is left is checked row by row. Without a sort, rows come in insertion order and the
+ * scan stops once `start + limit` rows are found (unless a total is asked for).
+ */
+import type { Condition, QuerySpec, Scalar } from '../../protocol/query.ts';
+import { likeToRegExp } from '../../protocol/query.ts';
+import type { Kind, ResourceSpec } from '../../protocol/resources.ts';
+import type { Table } from './embedded-store.ts';
+import type { QueryResult, Row, Where } from './repository.ts';
+
+type Rec = Record<string, unknown>;
+
+/** How a joined resource links to the queried one. */
+const JOINS: Record<string, { parentKey: string; childKey: string }> = {
+  // host.zoneUuid = zone.uuid
+  zone: { parentKey: 'zoneUuid', childKey: 'uuid' },
+  cluster: { parentKey: 'clusterUuid', childKey: 'uuid' },
+  // host.uuid = vm.hostUuid
+  vmInstance: { parentKey: 'uuid', childKey: 'hostUuid' },
+};
+
+/** Dates are compared at second resolution: that is all the wire format carries. */
+function norm(v: unknown, c: Condition): unknown {
+  if (c.spec.type === 'date' && typeof v === 'number') return Math.floor(v / 1000);
+  return v;
+}
+
+export function makePredicate(c: Condition): (value: unknown) => boolean {
+  const cv = Array.isArray(c.value) ? c.value.map((x) => norm(x, c)) : norm(c.value, c);
+  switch (c.op) {
+    case 'is null':
+      return (v) => v === null || v === undefined;
+    case 'not null':
+      return (v) => v !== null && v !== undefined;
+    case '=':
+      return (v) => norm(v, c) === cv;
+    // SQL semantics: a null never satisfies a comparison, `!=` included.
+    case '!=':
+      return (v) => v !== null && v !== undefined && norm(v, c) !== cv;
+    case '>':
+      return (v) => v !== null && v !== undefined && (norm(v, c) as Scalar) > (cv as Scalar);
+    case '<':
+      return (v) => v !== null && v !== undefined && (norm(v, c) as Scalar) < (cv as Scalar);
+    case '>=':
+      return (v) => v !== null && v !== undefined && (norm(v, c) as Scalar) >= (cv as Scalar);
+    case '<=':
+      return (v) => v !== null && v !== undefined && (norm(v, c) as Scalar) <= (cv as Scalar);
+    case '?=': {
+      const set = new Set(cv as unknown[]);
+      return (v) => set.has(norm(v, c));
+    }
+    case '!?=': {
+      const set = new Set(cv as unknown[]);
+      return (v) => v !== null && v !== undefined && !set.has(norm(v, c));
+    }
+    case '~=': {
+      const re = likeToRegExp(String(c.value));
+      return (v) => typeof v === 'string' && re.test(v);
+    }
+    case '!~=': {
+      const re = likeToRegExp(String(c.value));
+      return (v) => typeof v === 'string' && !re.test(v);
+    }
+  }
+}
+
+/** A row-level test for one condition on the row's own fields (list fields: any element). */
+function rowTest(c: Condition): (row: Rec) => boolean {
+  const p = makePredicate(c);
+  if (c.list) {
+    const list = c.list;
+    return (row) => ((row[list] as Rec[] | undefined) ?? []).some((el) => p(el[c.key]));
+  }
+  return (row) => p(row[c.key]);
+}
+
+/** Index-backed candidates for `=`/`?=` on an indexed field, else undefined. */
+function indexCandidates(t: Table, c: Condition): Set<string> | undefined {
+  const field = c.list ? `${c.list}.${c.key}` : c.key;
+  if (!t.indexes.has(field) || c.spec.type === 'date') return undefined;
+  if (c.op === '=') return t.lookup(field, c.value);
+  if (c.op === '?=') {
+    const out = new Set<string>();
+    for (const v of c.value as Scalar[]) for (const u of t.lookup(field, v)!) out.add(u);
+    return out;
+  }
+  return undefined;
+}
+
+function intersect(a: Set<string> | undefined, b: Set<string>): Set<string> {
+  if (!a) return b;
+  const [small, big] = a.size <= b.size ? [a, b] : [b, a];
+  const out = new Set<string>();
+  for (const x of small) if (big.has(x)) out.add(x);
+  return out;
+}
+
+/** Values of `parentKey` allowed by a condition on a joined resource. */
+function joinKeys(tables: (k: Kind) => Table, res: ResourceSpec, c: Condition): Set<unknown> {
+  const nest = res.nested![c.nested!]!;
+  const join = JOINS[c.nested!]!;
+  const child = tables(nest.kind);
+  const direct = indexCandidates(child, c);
+  const test = rowTest(c);
+  const keys = new Set<unknown>();
+  const rows: Iterable<Row> = direct ? [...direct].map((u) => child.rows.get(u)!) : child.rows.values();
+  for (const r of rows) {
+    const rec = r as unknown as Rec;
+    // Index hits for `=`/`?=` are exact; other rows are tested.
+    if (direct || test(rec)) keys.add(rec[join.childKey]);
+  }
+  return keys;
+}
+
+export function evaluateQuery(
+  tables: (k: Kind) => Table,
+  res: ResourceSpec,
+  spec: QuerySpec,
+  scope: Where = {},
+): QueryResult<Row> {
+  const t = tables(res.kind);
+  let candidates: Set<string> | undefined;
+  const residual: ((row: Rec) => boolean)[] = [];
+
+  for (const [f, v] of Object.entries(scope)) {
+    const hit = t.lookup(f, v);
+    if (hit) candidates = intersect(candidates, hit);
+    else residual.push((row) => (row[f] ?? null) === v);
+  }
+  for (const c of spec.conditions) {
+    if (c.nested) {
+      const join = JOINS[c.nested]!;
+      const keys = joinKeys(tables, res, c);
+      if (join.parentKey === 'uuid') {
+        const set = new Set<string>();
+        for (const k of keys) if (typeof k === 'string' && t.rows.has(k)) set.add(k);
+        candidates = intersect(candidates, set);
+      } else {
+        const set = new Set<string>();
+        for (const k of keys) for (const u of t.lookup(join.parentKey, k) ?? []) set.add(u);
+        if (t.indexes.has(join.parentKey)) candidates = intersect(candidates, set);
+        else residual.push((row) => keys.has(row[join.parentKey]));
+      }
+      continue;
+    }
+    // Index hits are exact (for list fields: "some element equals"), so nothing is left to test.
+    const hit = indexCandidates(t, c);
+    if (hit) candidates = intersect(candidates, hit);
+    else residual.push(rowTest(c));
+  }
+
+  const wantTotal = spec.count || spec.replyWithCount;
+  const stopAt = spec.sort || wantTotal ? Infinity : spec.start + spec.limit;
+  const matched: Row[] = [];
+  let source: Iterable<Row>;
+  if (candidates && candidates.size * 8 < t.rows.size) {
+    source = [...candidates]
+      .map((u) => t.rows.get(u)!)
+      .sort((a, b) => t.ordinal.get(a.uuid)! - t.ordinal.get(b.uuid)!);
+  } else {
+    source = t.rows.values();
+  }
+  for (const row of source) {
+    if (candidates && !candidates.has(row.uuid)) continue;
+    const rec = row as unknown as Rec;
+    if (residual.every((test) => test(rec))) {
+      matched.push(row);
+      if (matched.length >= stopAt) break;
+    }
+  }
+  if (spec.sort) {
+    const { field, direction } = spec.sort;
+    const sign = direction === 'asc' ? 1 : -1;
+    matched.sort((a, b) => {
+      const x = (a as unknown as Rec)[field] as Scalar | null | undefined;
+      const y = (b as unknown as Rec)[field] as Scalar | null | undefined;
+      if (x === y) return 0;
+      if (x === null || x === undefined) return -sign;
+      if (y === null || y === undefined) return sign;
+      return (x < y ? -1 : 1) * sign;
+    });
+  }
+  const out: QueryResult<Row> = { rows: spec.count ? [] : matched.slice(spec.start, spec.start + spec.limit) };
+  if (wantTotal) out.total = matched.length;
+  return out;
+}

@@ -1,0 +1,93 @@
+/**
+ * Request body schemas of the admin API (validated once, at the edge: STYLE.md 8). Objects
+ * are strict: an unknown field is refused by name rather than silently dropped, so a typo
+ * in a script shows up at once.
+ */
+import { z } from 'zod';
+import { invalidArgument } from './errors.ts';
+import { API_STATE_EVENTS } from './states.ts';
+import { RESOURCE_TYPES } from './tags.ts';
+import { UUID_RE } from './values.ts';
+
+const name = z.string().min(1, 'must not be empty').max(255, 'must be at most 255 characters');
+const description = z.string().max(2048, 'must be at most 2048 characters');
+const uuid = z.string().regex(UUID_RE, 'must be a uuid of 32 lowercase hex digits');
+const tagList = z.array(z.string()).max(100, 'must hold at most 100 tags').optional();
+const tagsAndOrigin = { systemTags: tagList, userTags: tagList };
+
+export const LoginBody = z.strictObject({
+  logInByAccount: z.strictObject({ accountName: z.string().min(1, 'must not be empty'), password: z.string().min(1, 'must not be empty') }),
+});
+
+export const CreateZoneBody = z.strictObject({
+  params: z.strictObject({ name, description: description.optional(), resourceUuid: uuid.optional() }),
+  ...tagsAndOrigin,
+});
+
+export const CreateClusterBody = z.strictObject({
+  params: z.strictObject({
+    zoneUuid: uuid, name, hypervisorType: z.enum(['KVM']), description: description.optional(), resourceUuid: uuid.optional(),
+  }),
+  ...tagsAndOrigin,
+});
+
+export const AddKvmHostBody = z.strictObject({
+  params: z.strictObject({
+    name,
+    managementIp: z.string().min(1, 'must not be empty').max(253),
+    clusterUuid: uuid,
+    username: z.string().min(1, 'must not be empty').max(64),
+    password: z.string().min(1, 'must not be empty').max(1024),
+    sshPort: z.number().int('must be an integer').min(1, 'must be 1-65535').max(65535, 'must be 1-65535').optional(),
+    description: description.optional(),
+    resourceUuid: uuid.optional(),
+  }),
+  ...tagsAndOrigin,
+});
+
+export const HOST_ACTIONS = {
+  changeHostState: z.strictObject({ stateEvent: z.enum(API_STATE_EVENTS) }),
+  reconnectHost: z.strictObject({}),
+  updateHost: z.strictObject({ name: name.optional(), description: description.optional(), managementIp: z.string().min(1).max(253).optional() }),
+};
+
+export const UpdateGlobalConfigBody = z.strictObject({
+  updateGlobalConfig: z.strictObject({ value: z.string() }),
+  ...tagsAndOrigin,
+});
+
+export const CreateTagBody = z.strictObject({
+  params: z.strictObject({ resourceType: z.enum(RESOURCE_TYPES), resourceUuid: uuid, tag: z.string() }),
+  ...tagsAndOrigin,
+});
+
+export const UpdateSystemTagBody = z.strictObject({
+  updateSystemTag: z.strictObject({ tag: z.string() }),
+  ...tagsAndOrigin,
+});
+
+export const DELETE_MODES = ['Permissive', 'Enforcing'] as const;
+
+/** One readable line from a zod failure, naming the field. */
+export function describeIssue(issue: z.core.$ZodIssue, prefix = ''): string {
+  const path = [prefix, ...issue.path.map(String)].filter(Boolean).join('.');
+  const where = path || 'body';
+  switch (issue.code) {
+    case 'unrecognized_keys':
+      return `${issue.keys.map((k) => (path ? `${path}.${k}` : k)).join(', ')}: unknown field${issue.keys.length > 1 ? 's' : ''}`;
+    case 'invalid_type':
+      if (/received undefined/.test(issue.message)) return `${where} is required`;
+      return `${where} must be ${issue.expected === 'object' ? 'an object' : `a ${issue.expected}`}`;
+    case 'invalid_value':
+      return `${where} must be one of ${issue.values.map(String).join(', ')}`;
+    default:
+      return `${where} ${issue.message}`;
+  }
+}
+
+/** Parses `body` with `schema` or throws SYS.1007 naming the first bad field. */
+export function parseBody<T extends z.ZodType>(schema: T, body: unknown, prefix = ''): z.infer<T> {
+  const r = schema.safeParse(body);
+  if (!r.success) throw invalidArgument(describeIssue(r.error.issues[0]!, prefix));
+  return r.data;
+}

@@ -1,0 +1,140 @@
+/**
+ * The resources of the admin API: their inventory shapes (exactly the contract's fields),
+ * their REST paths and schema class names, and the fields the query language accepts.
+ */
+import type { HostState, HostStatus } from './states.ts';
+import { HOST_STATES, HOST_STATUSES } from './states.ts';
+import type { ResourceType } from './tags.ts';
+
+/** Dates are epoch milliseconds inside the controller and ZStack strings on the wire. */
+export interface ZoneRow {
+  uuid: string; name: string; description: string | null; state: 'Enabled' | 'Disabled';
+  createDate: number; lastOpDate: number;
+}
+export interface ClusterRow {
+  uuid: string; name: string; description: string | null; zoneUuid: string; hypervisorType: 'KVM';
+  state: 'Enabled' | 'Disabled'; createDate: number; lastOpDate: number;
+}
+export interface HostCapacity {
+  cpuNum: number; cpuSockets: number; totalCpuCapacity: number; availableCpuCapacity: number;
+  totalMemoryCapacity: number; availableMemoryCapacity: number;
+  totalPhysicalMemory: number; availablePhysicalMemory: number;
+}
+export interface HostRow extends HostCapacity {
+  uuid: string; name: string; description: string | null; zoneUuid: string; clusterUuid: string;
+  managementIp: string; hypervisorType: 'KVM'; state: HostState; status: HostStatus;
+  createDate: number; lastOpDate: number;
+  /** Not in the inventory: ssh port for deployment, and why the status is what it is. */
+  sshPort: number;
+  statusReason: string;
+}
+export interface VmNic { ip: string; mac: string }
+export const VM_STATES = ['Created', 'Starting', 'Running', 'Stopping', 'Stopped', 'Migrating', 'Unknown', 'Destroyed'] as const;
+export type VmState = (typeof VM_STATES)[number];
+export interface VmRow {
+  uuid: string; name: string; hostUuid: string | null; lastHostUuid: string | null;
+  clusterUuid: string | null; zoneUuid: string | null; state: VmState;
+  memorySize: number; cpuNum: number; vmNics: VmNic[]; createDate: number; lastOpDate: number;
+}
+export interface TagRow {
+  uuid: string; resourceType: ResourceType; resourceUuid: string; tag: string;
+  type: 'System' | 'User'; inherent: boolean; createDate: number; lastOpDate: number;
+}
+export interface GlobalConfigRow {
+  /** `${category}/${name}`: the store needs one key per row. */
+  uuid: string; category: string; name: string; value: string; defaultValue: string; description: string;
+}
+
+export type FieldType = 'string' | 'number' | 'date' | 'boolean';
+export interface FieldSpec { type: FieldType; values?: readonly string[] }
+export type FieldCatalogue = Record<string, FieldSpec>;
+
+const s: FieldSpec = { type: 'string' };
+const n: FieldSpec = { type: 'number' };
+const d: FieldSpec = { type: 'date' };
+const b: FieldSpec = { type: 'boolean' };
+const enumOf = (values: readonly string[]): FieldSpec => ({ type: 'string', values });
+const ENABLED_DISABLED = ['Enabled', 'Disabled'] as const;
+
+export const ZONE_FIELDS: FieldCatalogue = {
+  uuid: s, name: s, description: s, state: enumOf(ENABLED_DISABLED), createDate: d, lastOpDate: d,
+};
+export const CLUSTER_FIELDS: FieldCatalogue = {
+  uuid: s, name: s, description: s, zoneUuid: s, hypervisorType: enumOf(['KVM']), state: enumOf(ENABLED_DISABLED),
+  createDate: d, lastOpDate: d,
+};
+export const HOST_FIELDS: FieldCatalogue = {
+  uuid: s, name: s, description: s, zoneUuid: s, clusterUuid: s, managementIp: s, hypervisorType: enumOf(['KVM']),
+  state: enumOf(HOST_STATES), status: enumOf(HOST_STATUSES), createDate: d, lastOpDate: d,
+  cpuNum: n, cpuSockets: n, totalCpuCapacity: n, availableCpuCapacity: n, totalMemoryCapacity: n,
+  availableMemoryCapacity: n, totalPhysicalMemory: n, availablePhysicalMemory: n,
+};
+export const VM_FIELDS: FieldCatalogue = {
+  uuid: s, name: s, hostUuid: s, lastHostUuid: s, clusterUuid: s, zoneUuid: s, state: enumOf(VM_STATES),
+  memorySize: n, cpuNum: n, createDate: d, lastOpDate: d,
+};
+/** Fields inside a VM's `vmNics` list: a condition on them matches when any NIC matches. */
+export const VM_NIC_FIELDS: FieldCatalogue = { ip: s, mac: s };
+export const TAG_FIELDS: FieldCatalogue = {
+  uuid: s, resourceType: enumOf(['HostVO', 'ClusterVO', 'ZoneVO']), resourceUuid: s, tag: s,
+  type: enumOf(['System', 'User']), inherent: b, createDate: d, lastOpDate: d,
+};
+export const CONFIG_FIELDS: FieldCatalogue = { category: s, name: s, value: s, defaultValue: s, description: s };
+
+/**
+ * A resource as the API sees it. `nested` maps an expanded-query prefix (`zone`, `cluster`,
+ * `vmInstance`) to the resource it joins; `lists` are list-valued fields of the row itself
+ * (`vmNics`).
+ */
+export interface ResourceSpec {
+  kind: Kind;
+  path: string;
+  schemaClass: string;
+  fields: FieldCatalogue;
+  inventoryFields: readonly string[];
+  nested?: Record<string, { kind: Kind; fields: FieldCatalogue; lists?: Record<string, FieldCatalogue> }>;
+  lists?: Record<string, FieldCatalogue>;
+}
+
+export type Kind = 'zone' | 'cluster' | 'host' | 'vm' | 'tag' | 'config' | 'account' | 'session' | 'job' | 'meta';
+
+export const RESOURCES = {
+  zone: {
+    kind: 'zone', path: 'zones', schemaClass: 'org.zstack.header.zone.ZoneInventory', fields: ZONE_FIELDS,
+    inventoryFields: Object.keys(ZONE_FIELDS),
+  },
+  cluster: {
+    kind: 'cluster', path: 'clusters', schemaClass: 'org.zstack.header.cluster.ClusterInventory', fields: CLUSTER_FIELDS,
+    inventoryFields: Object.keys(CLUSTER_FIELDS),
+  },
+  host: {
+    kind: 'host', path: 'hosts', schemaClass: 'org.zstack.kvm.KVMHostInventory', fields: HOST_FIELDS,
+    inventoryFields: Object.keys(HOST_FIELDS),
+    nested: {
+      zone: { kind: 'zone', fields: ZONE_FIELDS },
+      cluster: { kind: 'cluster', fields: CLUSTER_FIELDS },
+      vmInstance: { kind: 'vm', fields: VM_FIELDS, lists: { vmNics: VM_NIC_FIELDS } },
+    },
+  },
+  vm: {
+    kind: 'vm', path: 'vm-instances', schemaClass: 'org.zstack.header.vm.VmInstanceInventory', fields: VM_FIELDS,
+    inventoryFields: [...Object.keys(VM_FIELDS), 'vmNics'], lists: { vmNics: VM_NIC_FIELDS },
+  },
+  systemTag: {
+    kind: 'tag', path: 'system-tags', schemaClass: 'org.zstack.header.tag.SystemTagInventory', fields: TAG_FIELDS,
+    inventoryFields: Object.keys(TAG_FIELDS),
+  },
+  userTag: {
+    kind: 'tag', path: 'user-tags', schemaClass: 'org.zstack.header.tag.UserTagInventory', fields: TAG_FIELDS,
+    inventoryFields: Object.keys(TAG_FIELDS),
+  },
+  config: {
+    kind: 'config', path: 'global-configurations', schemaClass: 'org.zstack.core.config.GlobalConfigInventory',
+    fields: CONFIG_FIELDS, inventoryFields: Object.keys(CONFIG_FIELDS),
+  },
+} as const satisfies Record<string, ResourceSpec>;
+
+export type ResourceName = keyof typeof RESOURCES;
+
+export const SESSION_SCHEMA_CLASS = 'org.zstack.header.identity.SessionInventory';
+export const RESOURCE_TYPE_KIND: Record<ResourceType, Kind> = { HostVO: 'host', ClusterVO: 'cluster', ZoneVO: 'zone' };
