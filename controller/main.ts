@@ -14,8 +14,8 @@ function fail(msg: string): never {
 }
 
 const portText = process.env.HOSTKEEPER_PORT ?? '8080';
-if (!/^\d+$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
-  fail(`HOSTKEEPER_PORT[${portText}] must be a port number 1-65535`);
+if (!/^\d+$/.test(portText) || Number(portText) > 65535) {
+  fail(`HOSTKEEPER_PORT[${portText}] must be a port number 0-65535 (0: any free port)`);
 }
 if (process.env.HOSTKEEPER_DATABASE_URL) {
   fail('HOSTKEEPER_DATABASE_URL is set, but this build has only the embedded store; unset it to use the data dir');

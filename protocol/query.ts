@@ -205,13 +205,19 @@ export function parseQuery(res: ResourceSpec, params: Record<string, unknown>): 
   return spec;
 }
 
-/** SQL LIKE (`%` any run, `_` one character) as a whole-string RegExp. */
+/**
+ * SQL LIKE (`%` any run, `_` one character, `\` escapes the next character, as in MySQL
+ * which ZStack runs on) as a whole-string RegExp.
+ */
 export function likeToRegExp(pattern: string): RegExp {
   let re = '';
-  for (const ch of pattern) {
-    if (ch === '%') re += '.*';
+  const lit = (ch: string) => ch.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  for (let i = 0; i < pattern.length; i++) {
+    const ch = pattern[i]!;
+    if (ch === '\\' && i + 1 < pattern.length) re += lit(pattern[++i]!);
+    else if (ch === '%') re += '.*';
     else if (ch === '_') re += '.';
-    else re += ch.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    else re += lit(ch);
   }
   return new RegExp(`^${re}$`, 's');
 }

@@ -105,15 +105,18 @@ class Table {
       ? [...candidates].map((u) => this.rows.get(u)!).sort((a, b) => this.ordinal.get(a.uuid)! - this.ordinal.get(b.uuid)!)
       : this.rows.values();
     const out: Row[] = [];
-    for (const r of source) if (matches(r, entries)) out.push(r);
+    for (const r of source) if (this.matches(r, entries)) out.push(r);
     return out;
   }
-}
-
-function matches(row: Row, entries: [string, unknown][]): boolean {
-  const rec = row as unknown as Record<string, unknown>;
-  for (const [f, v] of entries) if ((rec[f] ?? null) !== v) return false;
-  return true;
+  /** Equality on each field; an indexed field is compared through its index keys (`vmNics.ip`). */
+  matches(row: Row, entries: [string, unknown][]): boolean {
+    const rec = row as unknown as Record<string, unknown>;
+    for (const [f, v] of entries) {
+      const keys = this.defs[f];
+      if (keys ? !keys(row).includes(v) : (rec[f] ?? null) !== v) return false;
+    }
+    return true;
+  }
 }
 
 export interface EmbeddedStoreOptions {
@@ -146,7 +149,11 @@ export class EmbeddedStore implements Repository {
   }
 
   static async open(dir: string, opts: EmbeddedStoreOptions = {}): Promise<EmbeddedStore> {
-    await mkdir(dir, { recursive: true });
+    try {
+      await mkdir(dir, { recursive: true });
+    } catch (err) {
+      throw new Error(`data dir ${dir} cannot be used: ${(err as Error).message}`);
+    }
     const store = new EmbeddedStore(dir, { compactBytes: opts.compactBytes ?? 64 * 1024 * 1024, sync: opts.sync ?? true });
     await store.load();
     return store;
@@ -261,10 +268,6 @@ export class EmbeddedStore implements Repository {
 
   private async flushLoop(): Promise<void> {
     while (this.pending.length > 0) {
-      if (this.journalBytes >= this.opts.compactBytes) {
-        await this.compact();
-        continue;
-      }
       const batch = this.pending;
       this.pending = [];
       const text = batch.map((b) => b.line).join('');
@@ -275,6 +278,14 @@ export class EmbeddedStore implements Repository {
         for (const b of batch) b.resolve();
       } catch (err) {
         for (const b of batch) b.reject(err);
+      }
+      if (this.journalBytes >= this.opts.compactBytes) {
+        try {
+          await this.compact();
+        } catch (err) {
+          // The journal still holds everything; the next compaction tries again.
+          process.emitWarning(`store snapshot failed: ${(err as Error).message}`);
+        }
       }
     }
   }
@@ -313,6 +324,11 @@ export class EmbeddedStore implements Repository {
     while (this.flushing) await this.flushing;
     if (this.journalBytes > 0) await this.compact();
     await this.journal.close();
+  }
+
+  /** Resolves once every pending write (and a compaction it triggered) is done. */
+  async flush(): Promise<void> {
+    while (this.flushing) await this.flushing;
   }
 
   async journalSize(): Promise<number> {
@@ -360,7 +376,7 @@ class OverlayTx implements Tx {
       if (!this.writes.has(this.key(kind, r.uuid))) out.push(r);
     }
     for (const [k, , row] of this.writes.values()) {
-      if (k === kind && row && matches(row, entries)) out.push(row);
+      if (k === kind && row && this.store.tableOf(kind).matches(row, entries)) out.push(row);
     }
     return out as T[];
   }
