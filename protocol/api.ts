@@ -14,6 +14,9 @@ const description = z.string().max(2048, 'must be at most 2048 characters');
 const uuid = z.string().regex(UUID_RE, 'must be a uuid of 32 lowercase hex digits');
 const tagList = z.array(z.string()).max(100, 'must hold at most 100 tags').optional();
 const tagsAndOrigin = { systemTags: tagList, userTags: tagList };
+/** Actions take no tags (ZStack's SDK may still send empty lists): a non-empty one is refused. */
+const noTags = z.array(z.string()).max(0, 'is not taken by this call: tag the resource with CreateSystemTag/CreateUserTag').optional();
+const noTagsAllowed = { systemTags: noTags, userTags: noTags };
 
 export const LoginBody = z.strictObject({
   logInByAccount: z.strictObject({ accountName: z.string().min(1, 'must not be empty'), password: z.string().min(1, 'must not be empty') }),
@@ -45,6 +48,9 @@ export const AddKvmHostBody = z.strictObject({
   ...tagsAndOrigin,
 });
 
+/** The tag lists a host action body may carry beside its action. */
+export const ActionTags = z.strictObject(noTagsAllowed);
+
 export const HOST_ACTIONS = {
   changeHostState: z.strictObject({ stateEvent: z.enum(API_STATE_EVENTS) }),
   reconnectHost: z.strictObject({}),
@@ -53,17 +59,17 @@ export const HOST_ACTIONS = {
 
 export const UpdateGlobalConfigBody = z.strictObject({
   updateGlobalConfig: z.strictObject({ value: z.string() }),
-  ...tagsAndOrigin,
+  ...noTagsAllowed,
 });
 
 export const CreateTagBody = z.strictObject({
   params: z.strictObject({ resourceType: z.enum(RESOURCE_TYPES), resourceUuid: uuid, tag: z.string() }),
-  ...tagsAndOrigin,
+  ...noTagsAllowed,
 });
 
 export const UpdateSystemTagBody = z.strictObject({
   updateSystemTag: z.strictObject({ tag: z.string() }),
-  ...tagsAndOrigin,
+  ...noTagsAllowed,
 });
 
 export const DELETE_MODES = ['Permissive', 'Enforcing'] as const;

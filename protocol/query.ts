@@ -56,6 +56,9 @@ export function splitCondition(text: string): { field: string; op: Op; raw?: str
   return { field: m[1]!, op: m[2] as Op, raw: m[3]! };
 }
 
+/** Own keys only: `constructor` or `__proto__` are not fields. */
+const has = (o: object, k: string) => Object.hasOwn(o, k);
+
 function resolveField(res: ResourceSpec, field: string): Pick<Condition, 'nested' | 'list' | 'key' | 'spec'> {
   const parts = field.split('.');
   const unknown = () =>
@@ -65,15 +68,15 @@ function resolveField(res: ResourceSpec, field: string): Pick<Condition, 'nested
     lists: Record<string, Record<string, FieldSpec>> | undefined,
     rest: string[],
   ) => {
-    if (rest.length === 1 && fields[rest[0]!]) return { key: rest[0]!, spec: fields[rest[0]!]! };
-    if (rest.length === 2 && lists?.[rest[0]!]?.[rest[1]!]) {
+    if (rest.length === 1 && has(fields, rest[0]!)) return { key: rest[0]!, spec: fields[rest[0]!]! };
+    if (rest.length === 2 && lists && has(lists, rest[0]!) && has(lists[rest[0]!]!, rest[1]!)) {
       return { list: rest[0]!, key: rest[1]!, spec: lists[rest[0]!]![rest[1]!]! };
     }
     return undefined;
   };
   const self = inCatalogue(res.fields, res.lists, parts);
   if (self) return self;
-  const nest = res.nested?.[parts[0]!];
+  const nest = res.nested && has(res.nested, parts[0]!) ? res.nested[parts[0]!] : undefined;
   if (nest) {
     const inner = inCatalogue(nest.fields, nest.lists, parts.slice(1));
     if (inner) return { nested: parts[0]!, ...inner };
@@ -186,7 +189,7 @@ export function parseQuery(res: ResourceSpec, params: Record<string, unknown>): 
   const sort = str('sort');
   if (sort !== undefined) {
     const m = /^([+-]?)([A-Za-z_][A-Za-z0-9_]*)$/.exec(sort.replace(/^ /, '+'));
-    if (!m || !res.fields[m[2]!]) {
+    if (!m || !has(res.fields, m[2]!)) {
       throw invalidArgument(`sort[${sort}] must be +field or -field with a field of ${res.path}: ${Object.keys(res.fields).join(', ')}`);
     }
     spec.sort = { field: m[2]!, direction: m[1] === '-' ? 'desc' : 'asc' };

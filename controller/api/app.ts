@@ -7,7 +7,7 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import {
-  AddKvmHostBody, CreateClusterBody, CreateTagBody, CreateZoneBody, DELETE_MODES, HOST_ACTIONS, LoginBody,
+  ActionTags, AddKvmHostBody, CreateClusterBody, CreateTagBody, CreateZoneBody, DELETE_MODES, HOST_ACTIONS, LoginBody,
   parseBody, UpdateGlobalConfigBody, UpdateSystemTagBody,
 } from '../../protocol/api.ts';
 import { HkError, invalidArgument, notFound, toHkError, tooLarge } from '../../protocol/errors.ts';
@@ -96,8 +96,7 @@ export function createApp(core: Core): express.Express {
     });
     next();
   });
-  app.use(express.json({ limit: BODY_LIMIT, type: () => true, strict: false }));
-
+  const json = express.json({ limit: BODY_LIMIT, type: () => true, strict: false });
   const api = express.Router();
   app.use('/zstack', api);
 
@@ -106,7 +105,7 @@ export function createApp(core: Core): express.Express {
     fn(req, res).catch(next);
   };
 
-  api.put('/v1/accounts/login', h(async (req, res) => {
+  api.put('/v1/accounts/login', json, h(async (req, res) => {
     const body = parseBody(LoginBody, req.body);
     const s = await auth.login(body.logInByAccount.accountName, body.logInByAccount.password);
     res.status(200).json({
@@ -119,6 +118,8 @@ export function createApp(core: Core): express.Express {
   api.use('/v1', (req, _res, next) => {
     auth.check(sessionOf(req)).then(() => next(), next);
   });
+  // Bodies are read only once the caller is known.
+  api.use(json);
 
   api.delete('/v1/accounts/sessions/:uuid', h(async (req, res) => {
     await auth.logout(req.params.uuid as string);
@@ -245,6 +246,10 @@ export function createApp(core: Core): express.Express {
     }
     const action = actions[0] as keyof typeof HOST_ACTIONS;
     const params = parseBody(HOST_ACTIONS[action], body[action], action) as Rec;
+    parseBody(ActionTags, { systemTags: body.systemTags, userTags: body.userTags });
+    // Headers are checked before anything can be refused for the host's sake.
+    webHookOf(req);
+    if (req.get('x-job-uuid') !== undefined) await jobs.newId(req.get('x-job-uuid'));
     const host = await hosts.mustGet(uuid);
     switch (action) {
       case 'changeHostState': {
@@ -302,7 +307,7 @@ export function createApp(core: Core): express.Express {
   }));
   api.delete('/v1/tags/:uuid', h(async (req, res) => {
     const uuid = pathUuid(req, 'tag');
-    if (Object.keys(req.query).some((k) => k !== 'deleteMode')) throw invalidArgument('only deleteMode is taken as a query parameter');
+    deleteModeOf(req);
     const tag = await repo.get<TagRow>('tag', uuid);
     if (!tag) throw notFound(`tag[uuid:${uuid}] does not exist`);
     await instant(req, res, 'DeleteTag', async (tx) => {

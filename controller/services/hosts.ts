@@ -7,7 +7,7 @@ import { HkError, notFound, operationError } from '../../protocol/errors.ts';
 import type { HostRow, VmRow } from '../../protocol/resources.ts';
 import {
   type ApiStateEvent, apiEventToStateEvent, HOST_STATE_TABLE, HOST_STATUS_TABLE, type HostState,
-  type HostStateEvent, type HostStatusEvent, nextState,
+  type HostStateEvent, type HostStatusEvent, IllegalTransitionError, nextState,
 } from '../../protocol/states.ts';
 import type { Clock } from '../clock.ts';
 import { runFlow, type Step } from '../flow.ts';
@@ -37,7 +37,8 @@ export class Hosts {
    */
   checkStateEvent(host: HostRow, apiEvent: ApiStateEvent): HostStateEvent {
     const event = apiEventToStateEvent(apiEvent);
-    nextState(HOST_STATE_TABLE, host.state, event, hostRef(host));
+    // Name the word the caller sent, not the internal event it maps to.
+    if (HOST_STATE_TABLE[host.state][event] === undefined) throw new IllegalTransitionError(hostRef(host), host.state, apiEvent);
     if (event === 'preMaintain' && host.status !== 'Connected') {
       throw operationError(`can not maintain ${hostRef(host)} which is not Connected`);
     }

@@ -23,14 +23,22 @@ export const hostRef = (h: Pick<HostRow, 'uuid' | 'name' | 'state' | 'status'>) 
 async function pickUuid(tx: Tx, kind: 'zone' | 'cluster' | 'host', requested: string | undefined): Promise<string> {
   if (requested === undefined) return newUuid();
   if (!isUuid(requested)) throw invalidArgument(`params.resourceUuid[${requested}] must be 32 lowercase hex digits`);
-  if (await tx.get(kind, requested)) throw invalidArgument(`params.resourceUuid[${requested}] is already used by a ${kind}`);
+  // One uuid space for every resource, as in ZStack: tags and joins look up by uuid alone.
+  for (const k of ['zone', 'cluster', 'host', 'vm', 'tag'] as const) {
+    if (await tx.get(k, requested)) throw invalidArgument(`params.resourceUuid[${requested}] is already used by a ${k}`);
+  }
+  void kind;
   return requested;
 }
 
 async function attachTags(tx: Tx, type: ResourceType, uuid: string, tags: TagsParam, now: number): Promise<void> {
   for (const [i, t] of (tags.systemTags ?? []).entries()) checkSystemTag(t, type, `systemTags[${i}]`);
-  for (const t of tags.systemTags ?? []) await createTag(tx, { resourceType: type, resourceUuid: uuid, tag: t, type: 'System' }, now);
-  for (const t of tags.userTags ?? []) await createTag(tx, { resourceType: type, resourceUuid: uuid, tag: t, type: 'User' }, now);
+  for (const [i, t] of (tags.systemTags ?? []).entries()) {
+    await createTag(tx, { resourceType: type, resourceUuid: uuid, tag: t, type: 'System' }, now, false, `systemTags[${i}]`);
+  }
+  for (const [i, t] of (tags.userTags ?? []).entries()) {
+    await createTag(tx, { resourceType: type, resourceUuid: uuid, tag: t, type: 'User' }, now, false, `userTags[${i}]`);
+  }
 }
 
 export async function createZone(

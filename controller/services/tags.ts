@@ -40,7 +40,7 @@ export function checkSystemTag(tag: string, resourceType: ResourceType, field = 
   if (problem) throw invalidArgument(`${field}[${tag}]: ${problem}`);
 }
 
-export async function createTag(tx: Tx, t: NewTag, now: number, inherent = false): Promise<TagRow> {
+export async function createTag(tx: Tx, t: NewTag, now: number, inherent = false, field = 'tag'): Promise<TagRow> {
   if (!RESOURCE_TYPES.includes(t.resourceType)) {
     throw invalidArgument(`resourceType[${t.resourceType}] must be one of ${RESOURCE_TYPES.join(', ')}`);
   }
@@ -49,19 +49,19 @@ export async function createTag(tx: Tx, t: NewTag, now: number, inherent = false
     throw invalidArgument(`resourceUuid: ${t.resourceType}[uuid:${t.resourceUuid}] does not exist`);
   }
   if (t.type === 'System') {
-    if (!inherent) checkSystemTag(t.tag, t.resourceType);
+    if (!inherent) checkSystemTag(t.tag, t.resourceType, field);
     const fmt = matchSystemTag(t.tag)!;
     if (fmt.single) {
       const existing = (await tx.find<TagRow>('tag', { resourceUuid: t.resourceUuid, type: 'System' }))
         .find((r) => fmt.pattern.test(r.tag));
       if (existing) {
-        throw invalidArgument(`${t.resourceType}[uuid:${t.resourceUuid}] already has tag[${existing.tag}] (uuid:${existing.uuid}); update or delete it first`);
+        throw invalidArgument(`${field}: ${t.resourceType}[uuid:${t.resourceUuid}] already has tag[${existing.tag}] (uuid:${existing.uuid}); update or delete it first`);
       }
     }
   } else {
-    checkTagText(t.tag, 'tag');
+    checkTagText(t.tag, field);
     const dup = (await tx.find<TagRow>('tag', { resourceUuid: t.resourceUuid, type: 'User' })).find((r) => r.tag === t.tag);
-    if (dup) throw invalidArgument(`${t.resourceType}[uuid:${t.resourceUuid}] already has user tag[${t.tag}]`);
+    if (dup) throw invalidArgument(`${field}: ${t.resourceType}[uuid:${t.resourceUuid}] already has user tag[${t.tag}]`);
   }
   const row: TagRow = {
     uuid: newUuid(), resourceType: t.resourceType, resourceUuid: t.resourceUuid, tag: t.tag, type: t.type,

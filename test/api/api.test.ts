@@ -219,7 +219,7 @@ describe('admin state machine through the API', () => {
     const again = await change(t, host.uuid, word);
     expect(again.status).toBe(409);
     expect(again.body.error.code).toBe('SYS.1005');
-    expect(again.body.error.details).toMatch(new RegExp(`host\\[uuid:${host.uuid}.*state:Maintenance.*preMaintain`));
+    expect(again.body.error.details).toMatch(new RegExp(`host\\[uuid:${host.uuid}.*state:Maintenance.*event\\[${word}\\]`));
     expect((await change(t, host.uuid, 'enable')).body.inventory.state).toBe('Enabled');
   });
 
