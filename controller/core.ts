@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { HostAgents, type HostAgentsOptions } from './agents/host-agents.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { createLogger, type Logger } from './log.ts';
 import { Auth } from './services/auth.ts';
@@ -22,6 +23,7 @@ export interface Core {
   jobs: Jobs;
   auth: Auth;
   hosts: Hosts;
+  agents: HostAgents;
   close(): Promise<void>;
 }
 
@@ -35,6 +37,7 @@ export interface CoreOptions {
   sync?: boolean;
   /** Where a generated admin password is announced (default: stdout). */
   announce?: (line: string) => void;
+  agents?: HostAgentsOptions;
 }
 
 export async function openCore(opts: CoreOptions): Promise<Core> {
@@ -60,10 +63,12 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
       log.info({ account: 'admin' }, 'created the admin account');
     }
     const hosts = new Hosts(repo, clock, log);
+    const agents = new HostAgents(repo, clock, log, configs, hosts, opts.agents);
     return {
-      repo, clock, log, configs, jobs, auth, hosts,
+      repo, clock, log, configs, jobs, auth, hosts, agents,
       async close() {
         jobs.stop();
+        await agents.stop();
         await jobs.drain();
         await repo.close();
       },

@@ -27,6 +27,7 @@ try {
   const t0 = performance.now();
   const c = await startController({
     dataDir, port: Number(portText), adminPassword: process.env.HOSTKEEPER_ADMIN_PASSWORD, log,
+    agents: { advertiseUrl: process.env.HOSTKEEPER_ADVERTISE_URL || undefined },
   });
   log.info({ port: c.port, dataDir, ms: Math.round(performance.now() - t0) }, 'controller ready');
   let stopping = false;

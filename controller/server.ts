@@ -9,6 +9,8 @@ import { type Core, type CoreOptions, openCore } from './core.ts';
 export interface ControllerOptions extends CoreOptions {
   port?: number;
   host?: string;
+  /** Connect every host at start (default true; tests that drive connects themselves turn it off). */
+  loadHosts?: boolean;
 }
 
 export interface RunningController {
@@ -36,6 +38,10 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   }
   server.keepAliveTimeout = 65_000;
   const port = (server.address() as AddressInfo).port;
+  core.agents.setListenPort(port);
+  if (opts.loadHosts !== false) {
+    void core.agents.loadAll().catch((err) => core.log.error({ err: (err as Error).message }, 'start-up connect failed'));
+  }
   let closing: Promise<void> | undefined;
   return {
     core, server, port, url: `http://127.0.0.1:${port}`,

@@ -72,6 +72,14 @@ export const UpdateSystemTagBody = z.strictObject({
   ...noTagsAllowed,
 });
 
+export const BootstrapTokenBody = z.strictObject({
+  params: z.strictObject({
+    clusterUuid: uuid,
+    ttlSeconds: z.number().int('must be an integer').min(60, 'must be at least 60').max(30 * 24 * 3600, 'must be at most 30 days').optional(),
+  }),
+  ...noTagsAllowed,
+});
+
 export const DELETE_MODES = ['Permissive', 'Enforcing'] as const;
 
 /** One readable line from a zod failure, naming the field. */

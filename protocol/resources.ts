@@ -27,6 +27,14 @@ export interface HostRow extends HostCapacity {
   /** Not in the inventory: ssh port for deployment, and why the status is what it is. */
   sshPort: number;
   statusReason: string;
+  /** Not in the inventory: how to reach and authenticate to the host's agent. */
+  agentPort?: number;
+  /** The per-host secret requests are signed with; null until deployment or registration. */
+  agentSecret?: string | null;
+  /** Identity the agent reported at the last connect (a change means a restart). */
+  bootId?: string;
+  instanceId?: string;
+  agentVersion?: string;
 }
 export interface VmNic { ip: string; mac: string }
 export const VM_STATES = ['Created', 'Starting', 'Running', 'Stopping', 'Stopped', 'Migrating', 'Unknown', 'Destroyed'] as const;
@@ -96,7 +104,7 @@ export interface ResourceSpec {
   lists?: Record<string, FieldCatalogue>;
 }
 
-export type Kind = 'zone' | 'cluster' | 'host' | 'vm' | 'tag' | 'config' | 'account' | 'session' | 'job' | 'meta';
+export type Kind = 'zone' | 'cluster' | 'host' | 'vm' | 'tag' | 'config' | 'account' | 'session' | 'job' | 'bootstrapToken';
 
 export const RESOURCES = {
   zone: {

@@ -7,7 +7,7 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import {
-  ActionTags, AddKvmHostBody, CreateClusterBody, CreateTagBody, CreateZoneBody, DELETE_MODES, HOST_ACTIONS, LoginBody,
+  ActionTags, AddKvmHostBody, BootstrapTokenBody, CreateClusterBody, CreateTagBody, CreateZoneBody, DELETE_MODES, HOST_ACTIONS, LoginBody,
   parseBody, UpdateGlobalConfigBody, UpdateSystemTagBody,
 } from '../../protocol/api.ts';
 import { HkError, invalidArgument, notFound, toHkError, tooLarge } from '../../protocol/errors.ts';
@@ -18,11 +18,14 @@ import {
 } from '../../protocol/resources.ts';
 import { formatZStackDate, isUuid } from '../../protocol/values.ts';
 import type { Core } from '../core.ts';
+import { agentRouter } from './agent-api.ts';
+import { createBootstrapToken } from '../services/bootstrap.ts';
 import type { JobRow } from '../services/jobs.ts';
 import {
-  createCluster, createZone, type DeleteMode, deleteCluster, deleteHost, deleteZone, insertHost, updateHost,
+  createCluster, createZone, type DeleteMode, deleteCluster, deleteHost, deleteZone, hostRef, insertHost, updateHost,
 } from '../services/inventory.ts';
 import { createTag, deleteTag, updateSystemTag } from '../services/tags.ts';
+import { HostAgents } from '../agents/host-agents.ts';
 import type { Tx } from '../store/repository.ts';
 
 export const BODY_LIMIT = '256kb';
@@ -80,7 +83,7 @@ function pathUuid(req: Request, what: string): string {
 }
 
 export function createApp(core: Core): express.Express {
-  const { repo, clock, log, configs, jobs, auth, hosts } = core;
+  const { repo, clock, log, configs, jobs, auth, hosts, agents } = core;
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
@@ -97,6 +100,8 @@ export function createApp(core: Core): express.Express {
     next();
   });
   const json = express.json({ limit: BODY_LIMIT, type: () => true, strict: false });
+  // What agents call: authenticated by bootstrap token or host signature, not by session.
+  app.use('/zstack/agent', agentRouter(core));
   const api = express.Router();
   app.use('/zstack', api);
 
@@ -217,7 +222,11 @@ export function createApp(core: Core): express.Express {
   }
   deleteRoute('zones', 'zone', 'zone', 'DeleteZone', deleteZone);
   deleteRoute('clusters', 'cluster', 'cluster', 'DeleteCluster', deleteCluster);
-  deleteRoute('hosts', 'host', 'host', 'DeleteHost', deleteHost);
+  deleteRoute('hosts', 'host', 'host', 'DeleteHost', async (tx, now, uuid, mode) => {
+    await deleteHost(tx, now, uuid, mode);
+    agents.untrack(uuid);
+    agents.cancelReconnect(uuid);
+  });
 
   // ---- hosts -------------------------------------------------------------------------------
 
@@ -233,6 +242,20 @@ export function createApp(core: Core): express.Express {
       log.info({ host: host.uuid, managementIp: host.managementIp, status: host.status, reason }, 'host added');
       return one(RESOURCES.host, host);
     });
+  }));
+
+  api.post('/v1/hosts/bootstrap-tokens', h(async (req, res) => {
+    const b = parseBody(BootstrapTokenBody, req.body);
+    const id = await jobs.newId(req.get('x-job-uuid'));
+    let shown: Rec | undefined;
+    // The token is shown once, in this answer; the job keeps the inventory without it.
+    await jobs.instant(id, 'CreateBootstrapToken', async (tx) => {
+      const { row, token } = await createBootstrapToken(tx, clock.now(), b.params.clusterUuid, b.params.ttlSeconds);
+      const inv = { uuid: row.uuid, clusterUuid: row.clusterUuid, expiredDate: formatZStackDate(row.expiredDate) };
+      shown = { inventory: { ...inv, token } };
+      return { inventory: { ...inv, token: '(shown once, when created)' } };
+    }, webHookOf(req));
+    res.status(200).json(shown);
   }));
 
   api.put('/v1/hosts/:uuid/actions', h(async (req, res) => {
@@ -265,14 +288,33 @@ export function createApp(core: Core): express.Express {
           instant(req, res, 'ChangeHostState', async (tx) =>
             one(RESOURCES.host, await hosts.enableOrDisable(tx, uuid, event as 'enable' | 'disable'))),
         );
+        // Out of maintenance: a full reconnect catches up on what the host missed (ZStack does the same).
+        if ((host.state === 'Maintenance' || host.state === 'PreMaintenance') && host.agentSecret) {
+          void agents.connect(uuid).catch((err) => log.info({ host: uuid, err: (err as Error).message }, 'reconnect after maintenance failed'));
+        }
         return;
       }
       case 'updateHost':
         await instant(req, res, 'UpdateHost', async (tx) => one(RESOURCES.host, await updateHost(tx, clock.now(), uuid, params)));
         return;
-      case 'reconnectHost':
-        // Connecting needs the agent channel, which is not built yet: refuse plainly.
-        throw new HkError('HOST.1002', `cannot reconnect host[uuid:${uuid}, status:${host.status}]: ${host.statusReason || 'no agent channel'}`);
+      case 'reconnectHost': {
+        if (host.state === 'Maintenance' || host.state === 'PreMaintenance') {
+          throw new HkError('SYS.1006', `host[uuid:${uuid}, state:${host.state}] is in maintenance: enable or disable it first`);
+        }
+        HostAgents.target(host); // refuses at once when the host has no agent credentials
+        const hook = webHookOf(req);
+        const id = await jobs.newId(req.get('x-job-uuid'));
+        await jobs.long(id, 'ReconnectHost', async (job) => {
+          try {
+            return one(RESOURCES.host, await agents.connect(uuid, job));
+          } catch (err) {
+            const e = err as HkError;
+            throw new HkError('HOST.1002', `unable to reconnect ${hostRef(host)}: ${e.details ?? e.message}`);
+          }
+        }, hook);
+        res.status(202).json({ location: location(req, id) });
+        return;
+      }
     }
   }));
 

@@ -240,13 +240,14 @@ describe('admin state machine through the API', () => {
     expect(((await t.core.repo.get('host', host.uuid)) as any).state).toBe('Disabled');
   });
 
-  it('ReconnectHost without an agent channel fails with HOST.1002 and the reason', async () => {
+  it('ReconnectHost of a host with no agent credentials is refused at once, saying why', async () => {
     const t = await ctl();
     const { cluster } = await world(t);
     const host = await makeHost(t, cluster.uuid);
     const r = await call(t, 'put', `/hosts/${host.uuid}/actions`, { reconnectHost: {} });
-    expect(r.status).toBe(503);
-    expect(r.body.error.code).toBe('HOST.1002');
+    expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe('SYS.1006');
+    expect(r.body.error.details).toMatch(/no agent credentials/);
   });
 });
 

@@ -1,0 +1,139 @@
+/**
+ * The long-lived channel to each agent (protocol/agent.ts): one streaming POST per host
+ * that carries pings one way and pongs plus heartbeats the other. It is how the controller
+ * notices within a second or two that an agent died (the socket closes) or its host went
+ * silent (heartbeats stop), without holding a second socket per host for pings.
+ */
+import http from 'node:http';
+import { AGENT_PATHS, type AgentFrame, type AgentIdentity, signedHeaders } from '../../protocol/agent.ts';
+import { AgentError, type AgentTarget } from './client.ts';
+
+export class Channel {
+  /** Last heartbeat or frame (controller clock). */
+  lastSeen: number;
+  readonly openedAt: number;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (i: AgentIdentity) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private closedByUs = false;
+  private buf = '';
+
+  constructor(
+    readonly hostUuid: string,
+    private readonly req: http.ClientRequest,
+    private readonly now: () => number,
+    private readonly onLost: (reason: string) => void,
+  ) {
+    this.openedAt = this.lastSeen = now();
+  }
+
+  /** @internal */
+  attach(res: http.IncomingMessage): void {
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => this.onData(chunk));
+    const lost = (why: string) => this.lost(why);
+    res.on('end', () => lost('the agent ended the channel'));
+    res.on('error', (e) => lost(`channel error: ${e.message}`));
+    this.req.on('error', (e) => lost(`channel error: ${e.message}`));
+    this.req.socket?.on('close', () => lost('the channel connection closed'));
+  }
+
+  private onData(chunk: string): void {
+    this.lastSeen = this.now();
+    this.buf += chunk;
+    let nl: number;
+    while ((nl = this.buf.indexOf('\n')) >= 0) {
+      const line = this.buf.slice(0, nl);
+      this.buf = this.buf.slice(nl + 1);
+      if (line === '') continue; // heartbeat
+      let f: AgentFrame;
+      try {
+        f = JSON.parse(line) as AgentFrame;
+      } catch {
+        continue;
+      }
+      if (f.t === 'pong') {
+        const p = this.pending.get(f.id);
+        if (p) {
+          clearTimeout(p.timer);
+          this.pending.delete(f.id);
+          const { hostUuid, agentVersion, bootId, instanceId } = f;
+          p.resolve({ hostUuid, agentVersion, bootId, instanceId });
+        }
+      }
+    }
+  }
+
+  private lost(reason: string): void {
+    if (this.closedByUs) return;
+    this.closedByUs = true;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new AgentError('unreachable', reason));
+    }
+    this.pending.clear();
+    this.req.destroy();
+    this.onLost(reason);
+  }
+
+  get open(): boolean {
+    return !this.closedByUs;
+  }
+
+  ping(timeoutMs: number): Promise<AgentIdentity> {
+    if (this.closedByUs) return Promise.reject(new AgentError('unreachable', 'channel is closed'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new AgentError('timeout', `no pong within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      this.req.write(`{"t":"ping","id":${id}}\n`);
+    });
+  }
+
+  close(): void {
+    if (this.closedByUs) return;
+    this.closedByUs = true;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new AgentError('unreachable', 'channel closed by the controller'));
+    }
+    this.pending.clear();
+    this.req.destroy();
+  }
+}
+
+/** Opens a channel; resolves once the agent accepted it (200), rejects otherwise. */
+export function openChannel(
+  t: AgentTarget,
+  now: () => number,
+  timeoutMs: number,
+  onLost: (reason: string) => void,
+): Promise<Channel> {
+  const path = AGENT_PATHS.channel;
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: t.managementIp, port: t.agentPort, path, method: 'POST', agent: false,
+      headers: { 'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked', ...signedHeaders(t.secret, t.uuid, 'POST', path, '', now()) },
+    });
+    const ch = new Channel(t.uuid, req, now, onLost);
+    const timer = setTimeout(() => req.destroy(new AgentError('timeout', `agent ${t.managementIp} did not accept the channel within ${timeoutMs} ms`)), timeoutMs);
+    req.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e instanceof AgentError ? e : new AgentError('unreachable', `channel to agent ${t.managementIp}:${t.agentPort}: ${e.message}`));
+    });
+    req.on('socket', (s) => s.setKeepAlive(true, 5000));
+    req.once('response', (res) => {
+      clearTimeout(timer);
+      if (res.statusCode !== 200) {
+        res.resume();
+        req.destroy();
+        return reject(new AgentError(res.statusCode === 401 ? 'unauthorized' : 'refused', `agent ${t.managementIp} refused the channel: HTTP ${res.statusCode}`));
+      }
+      ch.attach(res);
+      resolve(ch);
+    });
+    req.flushHeaders();
+  });
+}

@@ -1,0 +1,130 @@
+/**
+ * Signed HTTP calls from the controller to agents (protocol/agent.ts). Bounded twice: a
+ * global limit protects the controller (how many agents it talks to at once), and a
+ * per-host limit (`kvm / host.syncLevel`) protects each host.
+ *
+ * Request timeouts use real timers: they bound real I/O. Loops that decide *when* to call
+ * (tracker, reconnects) take the injected clock instead.
+ */
+import http from 'node:http';
+import { type AgentResponse, signedHeaders } from '../../protocol/agent.ts';
+import { Semaphore } from './semaphore.ts';
+
+export interface AgentTarget {
+  uuid: string;
+  managementIp: string;
+  agentPort: number;
+  secret: string;
+}
+
+export type AgentErrorKind = 'unreachable' | 'timeout' | 'unauthorized' | 'refused' | 'bad-answer';
+
+/** A failed agent call; `message` says what happened in words an admin can act on. */
+export class AgentError extends Error {
+  constructor(readonly kind: AgentErrorKind, message: string) {
+    super(message);
+    this.name = 'AgentError';
+  }
+}
+
+export interface CallResult<T> {
+  body: T;
+  /** The controller's own address on the connection: how the agent can reach it back. */
+  localAddress: string;
+}
+
+export class AgentClient {
+  readonly global: Semaphore;
+  private readonly perHost = new Map<string, Semaphore>();
+  private readonly agent: http.Agent;
+
+  constructor(
+    private readonly now: () => number,
+    globalLimit: number,
+    private perHostLimit: number,
+  ) {
+    this.global = new Semaphore(globalLimit);
+    // Idle sockets are closed after 3 s: a connect flow reuses one socket for its few
+    // calls, but 10,000 hosts must not each hold a socket between pings (open-files limit).
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 16, maxFreeSockets: 2, timeout: 3000 });
+  }
+
+  setPerHostLimit(n: number): void {
+    this.perHostLimit = n;
+    for (const s of this.perHost.values()) s.setLimit(n);
+  }
+
+  private hostLimit(uuid: string): Semaphore {
+    let s = this.perHost.get(uuid);
+    if (!s) this.perHost.set(uuid, (s = new Semaphore(this.perHostLimit)));
+    return s;
+  }
+
+  forget(uuid: string): void {
+    this.perHost.delete(uuid);
+  }
+
+  call<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number): Promise<CallResult<T>> {
+    return this.hostLimit(t.uuid).run(() => this.global.run(() => this.send<T>(t, path, cmd, timeoutMs)));
+  }
+
+  private send<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number): Promise<CallResult<T>> {
+    const body = JSON.stringify(cmd ?? {});
+    const where = `agent ${t.managementIp}:${t.agentPort}${path}`;
+    return new Promise((resolve, reject) => {
+      const req = http.request({
+        host: t.managementIp, port: t.agentPort, path, method: 'POST', agent: this.agent,
+        headers: {
+          'content-type': 'application/json', 'content-length': Buffer.byteLength(body),
+          ...signedHeaders(t.secret, t.uuid, 'POST', path, body, this.now()),
+        },
+      });
+      let localAddress = '';
+      const timer = setTimeout(() => {
+        req.destroy(new AgentError('timeout', `${where} did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      req.on('socket', (s) => {
+        if (s.localAddress) localAddress = s.localAddress;
+        else s.once('connect', () => (localAddress = s.localAddress ?? ''));
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        if (err instanceof AgentError) return reject(err);
+        const why = err.code === 'ECONNREFUSED' ? 'refused the connection (is the agent running?)'
+          : err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH' ? 'is unreachable'
+          : err.code === 'ECONNRESET' ? 'closed the connection' : `failed: ${err.message}`;
+        reject(new AgentError('unreachable', `${where} ${why}`));
+      });
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (err) => {
+          clearTimeout(timer);
+          reject(new AgentError('unreachable', `${where} broke off its answer: ${err.message}`));
+        });
+        res.on('end', () => {
+          clearTimeout(timer);
+          const text = Buffer.concat(chunks).toString('utf8');
+          if (res.statusCode === 401) {
+            return reject(new AgentError('unauthorized', `${where} refused our signature: the host's agent secret differs from the controller's`));
+          }
+          let parsed: T;
+          try {
+            parsed = JSON.parse(text) as T;
+          } catch {
+            return reject(new AgentError('bad-answer', `${where} answered ${res.statusCode} with a body that is not JSON`));
+          }
+          if (res.statusCode !== 200 || parsed.success === false) {
+            return reject(new AgentError('refused', `${where} answered ${res.statusCode}: ${parsed.error ?? 'no reason given'}`));
+          }
+          resolve({ body: parsed, localAddress });
+        });
+      });
+      req.end(body);
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * What agents call on the controller (protocol/agent.ts CONTROLLER_AGENT_PATHS), apart from
+ * the admin API: registration with a bootstrap token, and signed pushes.
+ */
+import express, { type Request, type Response } from 'express';
+import { z } from 'zod';
+import { type FactsPush, ReplayGuard, type RegisterRsp, verifySigned } from '../../protocol/agent.ts';
+import { toHkError } from '../../protocol/errors.ts';
+import type { HostRow } from '../../protocol/resources.ts';
+import { HostAgents, metadataTags } from '../agents/host-agents.ts';
+import type { Core } from '../core.ts';
+import { checkBootstrapToken } from '../services/bootstrap.ts';
+import { insertHost } from '../services/inventory.ts';
+import { syncInherentTags } from '../services/tags.ts';
+
+const RegisterBody = z.strictObject({
+  token: z.string().min(1).max(200),
+  hostname: z.string().min(1).max(255),
+  managementIp: z.string().min(1).max(253),
+  port: z.number().int().min(1).max(65535),
+});
+
+const fail = (res: Response, status: number, error: string) => res.status(status).json({ success: false, error });
+
+export function agentRouter(core: Core): express.Router {
+  const { repo, clock, log, agents } = core;
+  const r = express.Router();
+  const guard = new ReplayGuard();
+
+  r.post('/v1/register', express.json({ limit: '16kb', type: () => true }), (req: Request, res: Response) => {
+    void (async () => {
+      const parsed = RegisterBody.safeParse(req.body);
+      if (!parsed.success) return fail(res, 400, `bad registration: ${parsed.error.issues[0]!.path.join('.')} ${parsed.error.issues[0]!.message}`);
+      const b = parsed.data;
+      const token = await checkBootstrapToken(repo, b.token, clock.now());
+      if (!token) {
+        log.warn({ from: req.socket.remoteAddress, hostname: b.hostname }, 'registration refused: unknown or expired bootstrap token');
+        return fail(res, 401, 'unknown or expired bootstrap token');
+      }
+      const ip = b.managementIp === '0.0.0.0' ? (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '') : b.managementIp;
+      const secret = HostAgents.newSecret();
+      let host: HostRow;
+      try {
+        host = await repo.transaction(async (tx) => {
+          const h = await insertHost(tx, clock.now(), { name: b.hostname, managementIp: ip, clusterUuid: token.clusterUuid }, 'Connecting', 'registered with a bootstrap token');
+          return tx.update<HostRow>('host', h.uuid, { agentPort: b.port, agentSecret: secret });
+        });
+      } catch (err) {
+        const e = toHkError(err);
+        return fail(res, e.status === 400 ? 409 : e.status, e.details);
+      }
+      log.info({ host: host.uuid, managementIp: ip, cluster: token.clusterUuid }, 'host registered with a bootstrap token');
+      const body: RegisterRsp = { success: true, hostUuid: host.uuid, secret };
+      res.status(200).json(body);
+      // Connect once the agent has stored its secret; it retries nothing, we do.
+      void agents.connect(host.uuid).catch((err) => log.info({ host: host.uuid, err: (err as Error).message }, 'first connect after registration failed; will retry'));
+    })().catch((err) => fail(res, 500, toHkError(err).details));
+  });
+
+  r.post('/v1/facts', express.raw({ limit: '256kb', type: () => true }), (req: Request, res: Response) => {
+    void (async () => {
+      const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+      const claimed = req.get('x-hk-host') ?? '';
+      const host = /^[0-9a-f]{32}$/.test(claimed) ? await repo.get<HostRow>('host', claimed) : undefined;
+      const v = verifySigned(req.headers, 'POST', req.originalUrl, raw, clock.now(), () => host?.agentSecret ?? undefined, guard);
+      if (!v.ok) {
+        log.warn({ from: req.socket.remoteAddress, why: v.why }, 'agent push refused');
+        return fail(res, 401, 'unauthorized');
+      }
+      let push: FactsPush;
+      try {
+        push = JSON.parse(raw.toString('utf8')) as FactsPush;
+        if (!push?.facts || typeof push.facts.osDistribution !== 'string') throw new Error();
+      } catch {
+        return fail(res, 400, 'body must be {"facts":{...}}');
+      }
+      await repo.transaction((tx) => syncInherentTags(tx, host!.uuid, metadataTags(push.facts), clock.now()));
+      log.info({ host: host!.uuid }, 'host facts changed (agent push)');
+      res.status(200).json({ success: true });
+    })().catch((err) => fail(res, 500, toHkError(err).details));
+  });
+
+  return r;
+}

@@ -1,0 +1,240 @@
+/**
+ * The controller <-> agent wire protocol: paths, request/response types, the HMAC request
+ * signature both directions use, and the frames of the long-lived channel.
+ *
+ * Security model. Every request between controller and agent carries
+ *   x-hk-host: <host uuid>   x-hk-ts: <unix ms>   x-hk-nonce: <32 hex>   x-hk-sig: <hex>
+ * where sig = HMAC-SHA256(secret, METHOD \n PATH \n ts \n nonce \n sha256hex(body)), with the
+ * per-host secret the controller issued (written by the deployment, or handed out at
+ * bootstrap-token registration). The receiver refuses (401, doing nothing, revealing no route)
+ * a missing or wrong signature, a timestamp more than MAX_SKEW_MS away from its clock, or a
+ * nonce it has already seen within that window (replay). The channel request is signed the
+ * same way with an empty body; its frames then travel inside that authenticated TCP stream.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+
+export const AGENT_PORT = 7070;
+export const AGENT_VERSION = '0.1.0';
+
+export const AUTH = { host: 'x-hk-host', ts: 'x-hk-ts', nonce: 'x-hk-nonce', sig: 'x-hk-sig' } as const;
+export const MAX_SKEW_MS = 30_000;
+
+export const sha256hex = (body: string | Buffer) => createHash('sha256').update(body).digest('hex');
+
+export function signature(secret: string, method: string, path: string, ts: string, nonce: string, body: string | Buffer): string {
+  return createHmac('sha256', secret).update(`${method.toUpperCase()}\n${path}\n${ts}\n${nonce}\n${sha256hex(body)}`).digest('hex');
+}
+
+/** Headers for a signed request. `path` includes any query string. */
+export function signedHeaders(secret: string, hostUuid: string, method: string, path: string, body: string | Buffer, now: number): Record<string, string> {
+  const ts = String(now);
+  const nonce = randomBytes(16).toString('hex');
+  return { [AUTH.host]: hostUuid, [AUTH.ts]: ts, [AUTH.nonce]: nonce, [AUTH.sig]: signature(secret, method, path, ts, nonce, body) };
+}
+
+export type AuthFailure = 'missing' | 'bad-signature' | 'stale' | 'replayed' | 'unknown-host';
+
+/**
+ * Remembers nonces for twice the allowed skew, so a captured request cannot be replayed
+ * while its timestamp would still pass. Memory is bounded by the request rate x window.
+ */
+export class ReplayGuard {
+  private seen = new Map<string, number>();
+  private lastSweep = 0;
+  constructor(private readonly windowMs = 2 * MAX_SKEW_MS) {}
+  /** True the first time a nonce is seen within the window. */
+  fresh(nonce: string, now: number): boolean {
+    if (now - this.lastSweep > this.windowMs / 4) {
+      for (const [n, t] of this.seen) if (now - t > this.windowMs) this.seen.delete(n);
+      this.lastSweep = now;
+    }
+    if (this.seen.has(nonce)) return false;
+    this.seen.set(nonce, now);
+    return true;
+  }
+}
+
+/**
+ * Checks a signed request. `secretOf` returns the secret for the claimed host uuid (the
+ * agent has one; the controller looks it up). The nonce is only recorded once the
+ * signature is valid, so garbage cannot fill the guard.
+ */
+export function verifySigned(
+  headers: Record<string, string | string[] | undefined>,
+  method: string,
+  path: string,
+  body: string | Buffer,
+  now: number,
+  secretOf: (hostUuid: string) => string | undefined,
+  guard: ReplayGuard,
+): { ok: true; hostUuid: string } | { ok: false; why: AuthFailure } {
+  const h = (k: string) => {
+    const v = headers[k];
+    return typeof v === 'string' ? v : undefined;
+  };
+  const host = h(AUTH.host);
+  const ts = h(AUTH.ts);
+  const nonce = h(AUTH.nonce);
+  const sig = h(AUTH.sig);
+  if (!host || !ts || !nonce || !sig || !/^\d{1,16}$/.test(ts) || !/^[0-9a-f]{64}$/.test(sig)) return { ok: false, why: 'missing' };
+  const secret = secretOf(host);
+  if (!secret) return { ok: false, why: 'unknown-host' };
+  const want = Buffer.from(signature(secret, method, path, ts, nonce, body), 'hex');
+  if (!timingSafeEqual(want, Buffer.from(sig, 'hex'))) return { ok: false, why: 'bad-signature' };
+  if (Math.abs(now - Number(ts)) > MAX_SKEW_MS) return { ok: false, why: 'stale' };
+  if (!guard.fresh(`${host}:${nonce}`, now)) return { ok: false, why: 'replayed' };
+  return { ok: true, hostUuid: host };
+}
+
+// ---- controller -> agent (all POST, JSON bodies, signed) ------------------------------------
+
+export const AGENT_PATHS = {
+  echo: '/host/echo',
+  connect: '/host/connect',
+  ping: '/host/ping',
+  fact: '/host/fact',
+  capacity: '/host/capacity',
+  updateConfig: '/host/update/configuration',
+  /** The long-lived channel: a streaming POST whose request and response bodies are frames. */
+  channel: '/host/channel',
+  vmList: '/vm/list',
+  vmCreate: '/vm/create',
+  vmStart: '/vm/start',
+  vmStop: '/vm/stop',
+  vmDestroy: '/vm/destroy',
+  /** To the destination first: accept this VM when the source sends it with this token. */
+  vmPrepareMigration: '/vm/migrate/prepare',
+  /** To the source: send the VM to the destination agent, then forget it. */
+  vmMigrate: '/vm/migrate',
+  /** Agent to agent (authenticated by the one-time migration token, not the host secret). */
+  vmReceive: '/vm/migrate/receive',
+} as const;
+
+/** Every answer: `success` false carries `error` (and HTTP 4xx/5xx). */
+export interface AgentResponse {
+  success: boolean;
+  error?: string;
+}
+
+/** Who the agent is right now; a change of bootId or instanceId means the host or agent restarted. */
+export interface AgentIdentity {
+  /** The host uuid the agent was told at its last connect (null after an agent restart until then). */
+  hostUuid: string | null;
+  agentVersion: string;
+  /** /proc/sys/kernel/random/boot_id: changes when the host reboots. */
+  bootId: string;
+  /** Random per agent process start: changes when the agent restarts. */
+  instanceId: string;
+}
+
+export interface ConnectCmd {
+  hostUuid: string;
+  /** Where the agent sends pushes (facts changes): http://<controller>:<port>. */
+  controllerUrl: string;
+}
+export type ConnectRsp = AgentResponse & AgentIdentity;
+
+export interface PingCmd {
+  hostUuid: string;
+}
+export type PingRsp = AgentResponse & AgentIdentity;
+
+export interface HostFacts {
+  osDistribution: string;
+  osRelease: string;
+  osVersion: string;
+  /** null when the tool is absent. */
+  qemuImgVersion: string | null;
+  libvirtVersion: string | null;
+  /** Hardware virtualization flag from /proc/cpuinfo. */
+  hvm: 'vmx' | 'svm' | null;
+  cpuModel: string;
+  cpuCores: number;
+  cpuSockets: number;
+  /** Logical CPUs. */
+  cpuNum: number;
+  cpuMhz: number;
+  memoryBytes: number;
+  bootId: string;
+  agentVersion: string;
+  hypervisor: 'libvirt' | 'simulator';
+  /** libvirt >= 1.0.0 and qemu-img >= 1.3.0 (ZStack's rule), or the simulator. */
+  liveSnapshot: boolean;
+}
+export type FactRsp = AgentResponse & { facts: HostFacts };
+
+export interface HostCapacityReport {
+  cpuNum: number;
+  cpuSockets: number;
+  cpuMhz: number;
+  totalMemory: number;
+  /** What the OS reports free/available. */
+  availablePhysicalMemory: number;
+  /** Sums over running VMs. */
+  usedCpu: number;
+  usedMemory: number;
+}
+export type CapacityRsp = AgentResponse & { capacity: HostCapacityReport };
+
+export type AgentVmState = 'Running' | 'Stopped' | 'Paused' | 'Unknown';
+export interface AgentVm {
+  uuid: string;
+  name: string;
+  state: AgentVmState;
+  memorySize: number;
+  cpuNum: number;
+  vmNics: { ip: string; mac: string }[];
+}
+export type VmListRsp = AgentResponse & { vms: AgentVm[] };
+export interface VmCreateCmd { vm: Omit<AgentVm, 'state'>; start?: boolean }
+export interface VmUuidCmd { vmUuid: string }
+export type VmRsp = AgentResponse & { vm: AgentVm };
+export interface VmPrepareMigrationCmd { vm: AgentVm; token: string }
+export interface VmMigrateCmd { vmUuid: string; destinationUrl: string; token: string }
+/** Agent to agent; header `x-hk-migration-token: <token>`. */
+export interface VmReceiveCmd { vm: AgentVm }
+export const MIGRATION_TOKEN_HEADER = 'x-hk-migration-token';
+
+export interface UpdateConfigCmd { controllerUrl: string }
+
+// ---- the channel --------------------------------------------------------------------------
+//
+// Controller opens POST /host/channel (signed, empty-body digest, `transfer-encoding: chunked`)
+// and keeps writing; the agent answers 200 at once (headers flushed) and keeps writing.
+// Both bodies are newline-delimited JSON frames; an empty line is a heartbeat.
+//   controller -> agent: {"t":"ping","id":<n>}
+//   agent -> controller: {"t":"pong","id":<n>, ...AgentIdentity}   and "\n" every HEARTBEAT_MS
+// The agent keeps one channel per controller; a new channel replaces the old one.
+// A closed socket means the agent process (or its host) is gone; HEARTBEAT_MS x ~2.5 of
+// silence means the host or the network stopped: both are checked with a ping before the
+// host is declared Disconnected.
+
+export const HEARTBEAT_MS = 600;
+export const HEARTBEAT_DEADLINE_MS = 1500;
+
+export type ControllerFrame = { t: 'ping'; id: number };
+export type AgentFrame = ({ t: 'pong'; id: number } & AgentIdentity);
+
+// ---- agent -> controller (signed with the host secret, x-hk-host = host uuid) --------------
+
+export const CONTROLLER_AGENT_PATHS = {
+  /** Unsigned: authenticated by the bootstrap token in the body. */
+  register: '/zstack/agent/v1/register',
+  /** Facts changed: body FactsPush. */
+  facts: '/zstack/agent/v1/facts',
+} as const;
+
+export interface RegisterCmd {
+  token: string;
+  hostname: string;
+  /** The address and port the agent listens on; 0.0.0.0 means "the address you see me from". */
+  managementIp: string;
+  port: number;
+}
+export interface RegisterRsp extends AgentResponse {
+  hostUuid: string;
+  secret: string;
+}
+export interface FactsPush {
+  facts: HostFacts;
+}
