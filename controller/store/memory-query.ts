@@ -92,14 +92,6 @@ function indexCandidates(t: Table, c: Condition): Set<string> | undefined {
   return undefined;
 }
 
-function intersect(a: Set<string> | undefined, b: Set<string>): Set<string> {
-  if (!a) return b;
-  const [small, big] = a.size <= b.size ? [a, b] : [b, a];
-  const out = new Set<string>();
-  for (const x of small) if (big.has(x)) out.add(x);
-  return out;
-}
-
 /** Values of `parentKey` allowed by a condition on a joined resource. */
 function joinKeys(tables: (k: Kind) => Table, res: ResourceSpec, c: Condition): Set<unknown> {
   const nest = res.nested![c.nested!]!;
@@ -124,12 +116,14 @@ export function evaluateQuery(
   scope: Where = {},
 ): QueryResult<Row> {
   const t = tables(res.kind);
-  let candidates: Set<string> | undefined;
+  // Index hits are kept as a list of sets: intersecting a 7,000-uuid set with another to
+  // return 100 rows costs more than testing membership row by row while scanning.
+  const hits: Set<string>[] = [];
   const residual: ((row: Rec) => boolean)[] = [];
 
   for (const [f, v] of Object.entries(scope)) {
     const hit = t.lookup(f, v);
-    if (hit) candidates = intersect(candidates, hit);
+    if (hit) hits.push(hit);
     else residual.push((row) => (row[f] ?? null) === v);
   }
   for (const c of spec.conditions) {
@@ -139,34 +133,40 @@ export function evaluateQuery(
       if (join.parentKey === 'uuid') {
         const set = new Set<string>();
         for (const k of keys) if (typeof k === 'string' && t.rows.has(k)) set.add(k);
-        candidates = intersect(candidates, set);
-      } else {
+        hits.push(set);
+      } else if (t.indexes.has(join.parentKey)) {
         const set = new Set<string>();
         for (const k of keys) for (const u of t.lookup(join.parentKey, k) ?? []) set.add(u);
-        if (t.indexes.has(join.parentKey)) candidates = intersect(candidates, set);
-        else residual.push((row) => keys.has(row[join.parentKey]));
+        hits.push(set);
+      } else {
+        residual.push((row) => keys.has(row[join.parentKey]));
       }
       continue;
     }
     // Index hits are exact (for list fields: "some element equals"), so nothing is left to test.
     const hit = indexCandidates(t, c);
-    if (hit) candidates = intersect(candidates, hit);
+    if (hit) hits.push(hit);
     else residual.push(rowTest(c));
   }
 
   const wantTotal = spec.count || spec.replyWithCount;
   const stopAt = spec.sort || wantTotal ? Infinity : spec.start + spec.limit;
   const matched: Row[] = [];
+  hits.sort((a, b) => a.size - b.size);
+  const smallest = hits[0];
+  const others = hits.slice(1);
   let source: Iterable<Row>;
-  if (candidates && candidates.size * 8 < t.rows.size) {
-    source = [...candidates]
+  if (smallest && smallest.size * 8 < t.rows.size) {
+    // Few candidates: walk them (in insertion order) instead of the whole table.
+    source = [...smallest]
       .map((u) => t.rows.get(u)!)
       .sort((a, b) => t.ordinal.get(a.uuid)! - t.ordinal.get(b.uuid)!);
   } else {
     source = t.rows.values();
   }
+  const sets = smallest && smallest.size * 8 < t.rows.size ? others : hits;
   for (const row of source) {
-    if (candidates && !candidates.has(row.uuid)) continue;
+    if (!sets.every((set) => set.has(row.uuid))) continue;
     const rec = row as unknown as Rec;
     if (residual.every((test) => test(rec))) {
       matched.push(row);

@@ -91,14 +91,23 @@ describe('embedded store', () => {
     await again.close();
   });
 
-  it('close() writes a snapshot and empties the journal', async () => {
+  it('close() folds a large journal into a snapshot, and leaves a small one to replay', async () => {
     const dir = await tempDir();
-    const s = await EmbeddedStore.open(dir);
+    const s = await EmbeddedStore.open(dir, { compactBytes: 10 });
     await s.transaction((tx) => tx.insert('zone', row('a')));
     await s.close();
     expect(await readFile(join(dir, 'journal.ndjson'), 'utf8')).toBe('');
     const snap = JSON.parse(await readFile(join(dir, 'store.json'), 'utf8'));
     expect(snap.tables.zone).toEqual([row('a')]);
+
+    const dir2 = await tempDir();
+    const s2 = await EmbeddedStore.open(dir2);
+    await s2.transaction((tx) => tx.insert('zone', row('b')));
+    await s2.close();
+    expect(await readFile(join(dir2, 'journal.ndjson'), 'utf8')).not.toBe('');
+    const again = await EmbeddedStore.open(dir2);
+    expect((await again.all('zone')).map((r) => r.uuid)).toEqual(['b']);
+    await again.close();
   });
 
   it.each([
