@@ -6,6 +6,22 @@ cd "$(dirname "$0")/.."
 
 [ -d node_modules ] || npm ci --no-audit --no-fund
 
+# System packages the tests use, installed once when missing (idempotent; needs root and apt).
+# libvirt-clients: the libvirt driver's read paths run against `virsh -c test:///...`.
+# qemu-utils: qemu-img, whose version the agent reports as a host fact.
+need=()
+command -v virsh >/dev/null 2>&1 || need+=(libvirt-clients)
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "provisioning: ${need[*]}"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"; } >/tmp/hostkeeper-provision.log 2>&1 \
+      || { echo "provisioning failed (see /tmp/hostkeeper-provision.log)"; tail -5 /tmp/hostkeeper-provision.log; }
+  else
+    echo "note: ${need[*]} missing and cannot be installed here; tests that need them will say so"
+  fi
+fi
+
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 

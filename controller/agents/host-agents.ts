@@ -376,11 +376,13 @@ export class HostAgents {
    */
   checkHeartbeats(): void {
     const now = this.clock.now();
-    const late = Math.max(0, now - this.lastCheck - this.checkEveryMs);
+    // Timer jitter of a few ms is normal; a tick late by more than a whole period means the
+    // controller itself stalled, and that much time is added to every host's allowance.
+    const late = now - this.lastCheck - this.checkEveryMs;
     this.lastCheck = now;
     for (const t of this.tracked.values()) {
       if (!t.channel?.open) continue;
-      if (late > 0) t.channel.lastSeen = Math.max(t.channel.lastSeen, now - late);
+      if (late > this.checkEveryMs) t.channel.lastSeen = Math.min(now, t.channel.lastSeen + late);
       const l = liveness({ now, lastSeen: t.channel.lastSeen, watchingSince: t.watchingSince, deadlineMs: HEARTBEAT_DEADLINE_MS, graceMs: 0 });
       if (l === 'silent') {
         const ch = t.channel;

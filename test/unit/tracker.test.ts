@@ -212,6 +212,20 @@ describe('failure detection', () => {
     expect(await status(uuid)).toBe('Connected');
   });
 
+  it('timer jitter of a few ms does not hide a silent host', async () => {
+    const { t, clock, hosts, status } = await setup();
+    const { uuid, fake } = hosts[0]!;
+    await t.core.agents.connect(uuid);
+    fake.heartbeats = false;
+    t.core.agents.checkHeartbeats = t.core.agents.checkHeartbeats.bind(t.core.agents);
+    (t.core.agents as any).lastCheck = clock.now();
+    for (let i = 0; i < 10; i++) {
+      (clock as any).t += 205; // each check 5 ms late, as real timers are
+      t.core.agents.checkHeartbeats();
+    }
+    await until(async () => (await status(uuid)) === 'Disconnected', 'Disconnected despite jitter');
+  });
+
   it('pings go out every ping.interval, and a new interval applies without restart', async () => {
     const { t, clock, hosts } = await setup(1, { 'host/ping.interval': '10' });
     const { uuid, fake } = hosts[0]!;
