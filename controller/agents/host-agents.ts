@@ -465,6 +465,21 @@ export class HostAgents {
     }
   }
 
+  /** After a failed connect: retry with capped backoff (auto-reconnect permitting). */
+  retryLater(uuid: string, err: unknown): void {
+    this.afterFailedConnect(uuid, err);
+  }
+
+  /**
+   * One sweep: pings every tracked host once, bounded by ping.parallelismDegree (benchmarks
+   * and diagnostics; the tracker itself spreads pings over the interval).
+   */
+  async pingAll(): Promise<number> {
+    const uuids = [...this.tracked.keys()];
+    await Promise.all(uuids.map((u) => this.pingTracked(u)));
+    return uuids.length;
+  }
+
   private afterFailedConnect(uuid: string, err: unknown, attempt = 0): void {
     this.log.info({ host: uuid, attempt, err: (err as Error).message }, 'reconnect failed');
     if (err instanceof HkError && err.code === 'SYS.1006') return; // maintenance or no credentials

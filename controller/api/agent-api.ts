@@ -52,8 +52,12 @@ export function agentRouter(core: Core): express.Router {
       log.info({ host: host.uuid, managementIp: ip, cluster: token.clusterUuid }, 'host registered with a bootstrap token');
       const body: RegisterRsp = { success: true, hostUuid: host.uuid, secret };
       res.status(200).json(body);
-      // Connect once the agent has stored its secret; it retries nothing, we do.
-      void agents.connect(host.uuid).catch((err) => log.info({ host: host.uuid, err: (err as Error).message }, 'first connect after registration failed; will retry'));
+      // The agent stores its secret once it reads this answer; should the first connect
+      // beat it there, the capped-backoff retry takes over.
+      void agents.connect(host.uuid).catch((err) => {
+        log.info({ host: host.uuid, err: (err as Error).message }, 'first connect after registration failed; will retry');
+        agents.retryLater(host.uuid, err);
+      });
     })().catch((err) => fail(res, 500, toHkError(err).details));
   });
 

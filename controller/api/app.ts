@@ -308,6 +308,7 @@ export function createApp(core: Core): express.Express {
           try {
             return one(RESOURCES.host, await agents.connect(uuid, job));
           } catch (err) {
+            agents.retryLater(uuid, err);
             const e = err as HkError;
             throw new HkError('HOST.1002', `unable to reconnect ${hostRef(host)}: ${e.details ?? e.message}`);
           }
