@@ -1,0 +1,96 @@
+/**
+ * The long-lived channel (protocol/agent.ts, "the channel"): the controller's signed
+ * streaming POST /host/channel. The agent answers 200 at once with an ndjson body that
+ * stays open: a pong for every ping frame, and an empty line every HEARTBEAT_MS so the
+ * controller notices a silent host within HEARTBEAT_DEADLINE_MS. One channel per agent: a
+ * new one ends the old one.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type AgentFrame, type AgentIdentity, HEARTBEAT_MS } from '../protocol/agent.ts';
+import type { Clock } from './clock.ts';
+import type { Logger } from './log.ts';
+
+/** A frame longer than this is not ours: the channel is closed. */
+const MAX_FRAME_BYTES = 64 * 1024;
+
+export class Channel {
+  private cancelBeat: (() => void) | undefined;
+  private buf = '';
+  private closed = false;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly clock: Clock,
+    private readonly identity: () => AgentIdentity,
+    private readonly log: Logger,
+    private readonly onClose: (c: Channel) => void,
+  ) {}
+
+  open(): void {
+    const { req, res } = this;
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    res.flushHeaders();
+    // Frames are tiny: send each at once rather than waiting for more.
+    req.socket.setNoDelay(true);
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => this.onData(chunk));
+    req.on('error', () => this.close());
+    res.on('close', () => this.close());
+    this.scheduleBeat();
+  }
+
+  private scheduleBeat(): void {
+    this.cancelBeat = this.clock.setTimer(HEARTBEAT_MS, () => {
+      if (this.closed) return;
+      this.res.write('\n');
+      this.scheduleBeat();
+    });
+  }
+
+  private onData(chunk: string): void {
+    this.buf += chunk;
+    if (this.buf.length > MAX_FRAME_BYTES && !this.buf.includes('\n')) {
+      this.log.warn('channel frame too long: closing the channel');
+      this.end();
+      return;
+    }
+    let nl: number;
+    while ((nl = this.buf.indexOf('\n')) >= 0) {
+      const line = this.buf.slice(0, nl).trim();
+      this.buf = this.buf.slice(nl + 1);
+      if (line) this.onFrame(line);
+    }
+  }
+
+  private onFrame(line: string): void {
+    let f: { t?: unknown; id?: unknown };
+    try {
+      f = JSON.parse(line);
+    } catch {
+      this.log.debug('channel: ignoring a frame that is not JSON');
+      return;
+    }
+    if (f.t === 'ping' && typeof f.id === 'number') {
+      const pong: AgentFrame = { t: 'pong', id: f.id, ...this.identity() };
+      this.res.write(`${JSON.stringify(pong)}\n`);
+    }
+  }
+
+  /** Ends the channel from our side (replaced, or the agent stops). */
+  end(): void {
+    if (this.closed) return;
+    this.close();
+    const socket = this.req.socket;
+    // The request body never ends on its own, so the socket cannot be reused: drop it once
+    // the final chunk is out.
+    this.res.end(() => socket.destroy());
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.cancelBeat?.();
+    this.onClose(this);
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * Host facts, as ZStack's kvmagent `/host/fact` gathers them (zstack-notes 4.4), from the
+ * real machine: OS (systeminformation osInfo), qemu-img and libvirt versions (their
+ * `--version`), the hardware-virtualization flag (/proc/cpuinfo), CPU and memory
+ * (systeminformation cpu/mem). Every probe goes through an injectable SystemProbe; a
+ * missing tool or a failing probe gives `null` (or an empty/zero value), never a crash.
+ */
+import { readFile } from 'node:fs/promises';
+import type { HostFacts } from '../protocol/agent.ts';
+import type { HostHardware } from './drivers/driver.ts';
+import { type CommandRunner, execRunner } from './exec.ts';
+
+export interface OsFacts {
+  osDistribution: string;
+  osRelease: string;
+  osVersion: string;
+}
+
+/** The parts of systeminformation we use (so tests can pass a fake). */
+export interface SysInfo {
+  osInfo(): Promise<{ distro: string; codename: string; release: string }>;
+  cpu(): Promise<{ manufacturer: string; brand: string; speed: number; speedMax?: number; cores: number; physicalCores: number; processors: number }>;
+  mem(): Promise<{ total: number; available: number }>;
+}
+
+export interface SystemProbe {
+  run: CommandRunner;
+  readText(path: string): Promise<string>;
+  si(): Promise<SysInfo>;
+}
+
+const TOOL_TIMEOUT_MS = 10_000;
+
+/** systeminformation is loaded on first use: it is large, and a simulator never needs its CPU probe. */
+let siModule: Promise<SysInfo> | undefined;
+export const loadSystemInformation = (): Promise<SysInfo> => (siModule ??= import('systeminformation').then((m) => (m.default ?? m) as unknown as SysInfo));
+
+export const realProbe: SystemProbe = {
+  run: execRunner,
+  readText: (path) => readFile(path, 'utf8'),
+  si: loadSystemInformation,
+};
+
+const VERSION_RE = /^\d+(\.\d+)*$/;
+
+/** `qemu-img version 7.2.22 (Debian 1:7.2+dfsg-7)` -> `7.2.22`. */
+export function parseQemuImgVersion(out: string): string | null {
+  const m = /qemu-img version (\d+\.\d+(?:\.\d+)?)/.exec(out);
+  return m ? m[1]! : null;
+}
+
+/** `libvirtd (libvirt) 9.0.0` or `9.0.0` (virsh --version): the last token, if it is a version. */
+export function parseLastVersionToken(out: string): string | null {
+  const tok = out.trim().split(/\s+/).pop() ?? '';
+  return VERSION_RE.test(tok) ? tok : null;
+}
+
+/** `vmx` (Intel VT-x) or `svm` (AMD-V) from the flags lines of /proc/cpuinfo, else null. */
+export function hvmFromCpuinfo(text: string): 'vmx' | 'svm' | null {
+  let svm = false;
+  for (const line of text.split('\n')) {
+    if (!/^flags\s*:/.test(line)) continue;
+    const flags = line.slice(line.indexOf(':') + 1).trim().split(/\s+/);
+    if (flags.includes('vmx')) return 'vmx';
+    if (flags.includes('svm')) svm = true;
+  }
+  return svm ? 'svm' : null;
+}
+
+/** The first `cpu MHz` or `model name` value in /proc/cpuinfo. */
+export function cpuinfoField(text: string, field: 'cpu MHz' | 'model name'): string | undefined {
+  const re = new RegExp(`^${field}\\s*:\\s*(.*)$`, 'm');
+  return re.exec(text)?.[1]?.trim() || undefined;
+}
+
+/** Numeric dotted-version comparison: `versionAtLeast('1.10.0', '1.3.0')` is true. */
+export function versionAtLeast(v: string | null, min: string): boolean {
+  if (!v) return false;
+  const a = v.split('.').map(Number);
+  const b = min.split('.').map(Number);
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const x = a[i] ?? 0;
+    const y = b[i] ?? 0;
+    if (x !== y) return x > y;
+  }
+  return true;
+}
+
+/** ZStack's rule for capability:liveSnapshot: libvirt >= 1.0.0 and qemu-img >= 1.3.0. */
+export function liveSnapshotSupported(libvirt: string | null, qemuImg: string | null): boolean {
+  return versionAtLeast(libvirt, '1.0.0') && versionAtLeast(qemuImg, '1.3.0');
+}
+
+async function quiet<T>(p: Promise<T>): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function gatherOsFacts(probe: SystemProbe): Promise<OsFacts> {
+  const os = await quiet(probe.si().then((si) => si.osInfo()));
+  return { osDistribution: os?.distro || 'unknown', osRelease: os?.codename || '', osVersion: os?.release || '' };
+}
+
+export async function toolVersions(probe: SystemProbe): Promise<{ qemuImgVersion: string | null; libvirtVersion: string | null }> {
+  const run = (file: string, args: string[]) => quiet(probe.run(file, args, { timeoutMs: TOOL_TIMEOUT_MS }));
+  const [qemu, libvirtd] = await Promise.all([run('qemu-img', ['--version']), run('libvirtd', ['--version'])]);
+  let libvirtVersion = libvirtd ? parseLastVersionToken(libvirtd.stdout) : null;
+  if (!libvirtVersion) {
+    // A host with only the client library (or libvirtd elsewhere) still tells us its libvirt.
+    const virsh = await run('virsh', ['--version']);
+    libvirtVersion = virsh ? parseLastVersionToken(virsh.stdout) : null;
+  }
+  return { qemuImgVersion: qemu ? parseQemuImgVersion(qemu.stdout) : null, libvirtVersion };
+}
+
+/** Everything a real host's driver reports as facts. */
+export async function gatherSystemFacts(probe: SystemProbe): Promise<HostHardware> {
+  const [os, tools, cpuinfo, si] = await Promise.all([
+    gatherOsFacts(probe),
+    toolVersions(probe),
+    quiet(probe.readText('/proc/cpuinfo')),
+    quiet(probe.si()),
+  ]);
+  const [cpu, mem] = await Promise.all([quiet(si ? si.cpu() : Promise.reject()), quiet(si ? si.mem() : Promise.reject())]);
+  const ghz = cpu?.speed || cpu?.speedMax || 0;
+  const mhzFromCpuinfo = Number(cpuinfoField(cpuinfo ?? '', 'cpu MHz'));
+  const model = cpu ? `${cpu.manufacturer} ${cpu.brand}`.trim() : '';
+  return {
+    ...os,
+    ...tools,
+    hvm: hvmFromCpuinfo(cpuinfo ?? ''),
+    cpuModel: model || cpuinfoField(cpuinfo ?? '', 'model name') || 'unknown',
+    cpuCores: cpu?.physicalCores ?? 0,
+    cpuSockets: cpu?.processors ?? 0,
+    cpuNum: cpu?.cores ?? 0,
+    cpuMhz: ghz ? Math.round(ghz * 1000) : Number.isFinite(mhzFromCpuinfo) ? Math.round(mhzFromCpuinfo) : 0,
+    memoryBytes: mem?.total ?? 0,
+    liveSnapshot: liveSnapshotSupported(tools.libvirtVersion, tools.qemuImgVersion),
+  };
+}
+
+/** Real available memory (bytes), 0 when it cannot be read. */
+export async function systemAvailableMemory(probe: SystemProbe): Promise<number> {
+  const m = await quiet(probe.si().then((si) => si.mem()));
+  return m?.available ?? 0;
+}
+
+export async function readBootId(probe: SystemProbe): Promise<string> {
+  const id = await quiet(probe.readText('/proc/sys/kernel/random/boot_id'));
+  return id?.trim() || 'unknown';
+}
+
+const FACT_KEYS: (keyof HostFacts)[] = [
+  'osDistribution', 'osRelease', 'osVersion', 'qemuImgVersion', 'libvirtVersion', 'hvm', 'cpuModel', 'cpuCores', 'cpuSockets',
+  'cpuNum', 'cpuMhz', 'memoryBytes', 'bootId', 'agentVersion', 'hypervisor', 'liveSnapshot',
+];
+
+/** The facts in one fixed key order (what is pushed and compared). */
+export function canonicalFacts(f: HostFacts): HostFacts {
+  const out = {} as Record<string, unknown>;
+  for (const k of FACT_KEYS) out[k] = f[k];
+  return out as unknown as HostFacts;
+}
+
+/** Deep equality of two fact sets (all fields are scalars). */
+export function sameFacts(a: HostFacts, b: HostFacts): boolean {
+  return FACT_KEYS.every((k) => a[k] === b[k]);
+}

@@ -1,0 +1,209 @@
+/**
+ * Factories for agent tests: an in-process agent on 127.0.0.1:<free port> with a simulated
+ * host and a known secret, a signed-request client that can break any part of the
+ * signature, and a tiny fake controller (registration + facts pushes).
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach } from 'vitest';
+import {
+  CONTROLLER_AGENT_PATHS, type FactsPush, type RegisterCmd, ReplayGuard, signedHeaders, verifySigned,
+} from '../../protocol/agent.ts';
+import type { Clock } from '../../agent/clock.ts';
+import { SimulatorDriver } from '../../agent/drivers/simulator.ts';
+import type { OsFacts } from '../../agent/facts.ts';
+import { silentLogger } from '../../agent/log.ts';
+import { type AgentOptions, type RunningAgent, startAgent } from '../../agent/server.ts';
+
+export const HOST_UUID = 'aaaaaaaabbbbccccddddeeeeffff0000';
+export const SECRET = 'test-secret-0123456789abcdef';
+export const TEST_OS: OsFacts = { osDistribution: 'TestOS', osRelease: 'testing', osVersion: '1.0' };
+export const testOs = async () => TEST_OS;
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!().catch(() => {});
+});
+/** Runs `fn` after the current test. */
+export function later(fn: () => Promise<void>): void {
+  cleanups.push(fn);
+}
+
+export async function tempDir(prefix = 'hk-agent-'): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), prefix));
+  later(() => rm(d, { recursive: true, force: true }));
+  return d;
+}
+
+export async function writeAgentJson(dir: string, cfg: Record<string, unknown>, mode = 0o600): Promise<void> {
+  await writeFile(join(dir, 'agent.json'), JSON.stringify(cfg), { mode });
+}
+
+export interface TestAgentOptions extends Partial<AgentOptions> {
+  /** Write agent.json with HOST_UUID + SECRET first (default true). */
+  withSecret?: boolean;
+}
+
+/** An agent with a simulated host, listening on 127.0.0.1:<free port>, stopped after the test. */
+export async function makeAgent(o: TestAgentOptions = {}): Promise<RunningAgent & { sim: SimulatorDriver }> {
+  const stateDir = o.stateDir ?? (await tempDir());
+  if (o.withSecret !== false && !o.stateDir) await writeAgentJson(stateDir, { hostUuid: HOST_UUID, secret: SECRET, controllerUrl: 'http://127.0.0.1:1' });
+  const agent = await startAgent({
+    listen: { host: '127.0.0.1', port: 0 },
+    hypervisor: 'simulator',
+    log: silentLogger(),
+    refresher: null,
+    simulator: { osFacts: testOs, inject: [] },
+    ...o,
+    stateDir,
+  });
+  later(() => agent.stop());
+  return Object.assign(agent, { sim: agent.driver as SimulatorDriver });
+}
+
+export interface Answer {
+  status: number;
+  body: any;
+  text: string;
+}
+
+export interface SignOpts {
+  secret?: string;
+  hostUuid?: string;
+  /** Signing time (default: now). */
+  ts?: number;
+  /** Headers to send instead of / on top of the signed ones (undefined removes one). */
+  headers?: Record<string, string | undefined>;
+  /** Sign this path but request `path`. */
+  signPath?: string;
+  /** Sign this body but send the real one. */
+  signBody?: string;
+  method?: string;
+  clock?: Clock;
+}
+
+/** A POST signed like the controller signs it; every part can be broken for auth tests. */
+export async function signedPost(agent: { url: string }, path: string, body: unknown = {}, o: SignOpts = {}): Promise<Answer> {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  const method = o.method ?? 'POST';
+  const now = o.ts ?? o.clock?.now() ?? Date.now();
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    ...signedHeaders(o.secret ?? SECRET, o.hostUuid ?? HOST_UUID, method, o.signPath ?? path, o.signBody ?? text, now),
+  };
+  for (const [k, v] of Object.entries(o.headers ?? {})) {
+    if (v === undefined) delete headers[k];
+    else headers[k] = v;
+  }
+  return rawRequest(agent.url + path, method, headers, method === 'GET' ? undefined : text);
+}
+
+export function rawRequest(url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          parsed = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, body: parsed, text });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+export const vmSpec = (n: number, over: Record<string, unknown> = {}) => ({
+  uuid: `${n.toString(16).padStart(8, '0')}000000000000000000000000`,
+  name: `vm-${n}`,
+  memorySize: 1024 ** 3,
+  cpuNum: 2,
+  vmNics: [{ ip: `10.0.0.${n}`, mac: `52:54:00:00:00:${n.toString(16).padStart(2, '0')}` }],
+  ...over,
+});
+
+// ---- a fake controller ------------------------------------------------------------------------
+
+export interface FakeController {
+  url: string;
+  registrations: RegisterCmd[];
+  pushes: { hostUuid: string; body: FactsPush }[];
+  /** Refused pushes (bad signature), with the reason. */
+  badPushes: string[];
+  /** Hosts issued: uuid -> secret. */
+  hosts: Map<string, string>;
+  /** Next answers to registration (status codes), before the normal behaviour. */
+  registerScript: number[];
+  /** Answer facts pushes with this status (default 200). */
+  pushStatus: number;
+  close(): Promise<void>;
+}
+
+/** Checks the token, hands out host uuids and secrets, verifies pushes with verifySigned. */
+export async function fakeController(token = 'good-token'): Promise<FakeController> {
+  const guard = new ReplayGuard();
+  let seq = 0;
+  const fc: Omit<FakeController, 'url' | 'close'> = { registrations: [], pushes: [], badPushes: [], hosts: new Map(), registerScript: [], pushStatus: 200 };
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks);
+      const send = (status: number, body: unknown) => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(body));
+      };
+      if (req.url === CONTROLLER_AGENT_PATHS.register) {
+        const cmd = JSON.parse(raw.toString()) as RegisterCmd;
+        const scripted = fc.registerScript.shift();
+        if (scripted) return send(scripted, { success: false, error: `scripted ${scripted}` });
+        if (cmd.token !== token) return send(403, { success: false, error: 'bootstrap token is not valid' });
+        fc.registrations.push(cmd);
+        const hostUuid = (++seq).toString(16).padStart(32, 'c');
+        const secret = `secret-for-${hostUuid}`;
+        fc.hosts.set(hostUuid, secret);
+        return send(200, { success: true, hostUuid, secret });
+      }
+      if (req.url === CONTROLLER_AGENT_PATHS.facts) {
+        const v = verifySigned(req.headers, req.method!, req.url, raw, Date.now(), (h) => fc.hosts.get(h), guard);
+        if (!v.ok) {
+          fc.badPushes.push(v.why);
+          return send(401, { success: false, error: 'unauthorized' });
+        }
+        if (fc.pushStatus !== 200) return send(fc.pushStatus, { success: false, error: 'scripted push failure' });
+        fc.pushes.push({ hostUuid: v.hostUuid, body: JSON.parse(raw.toString()) });
+        return send(200, { success: true });
+      }
+      send(404, { success: false, error: 'no such path' });
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const out: FakeController = Object.assign(fc, {
+    url,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  }) as FakeController;
+  later(() => out.close());
+  return out;
+}
+
+/** Waits for `cond` with short real polls (for work on real sockets that no clock drives). */
+export async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * The libvirt driver. Read paths run the real `virsh` against libvirt's test driver
+ * (`virsh -c test:///<fixture node XML>`), so the parsing is checked against libvirt's own
+ * output. Write paths are checked for the commands they build (the test driver keeps
+ * changes only inside one virsh process), plus one define+dumpxml round trip in a single
+ * virsh process to prove libvirt accepts the XML we generate.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { domainXml, LibvirtDriver, mapDomainState, parseDomainXml } from '../../agent/drivers/libvirt.ts';
+import { CommandError, type CommandRunner, execRunner } from '../../agent/exec.ts';
+import type { SystemProbe } from '../../agent/facts.ts';
+import { AGENT_PATHS, type AgentVm } from '../../protocol/agent.ts';
+import { FakeClock } from '../fakes/clock.ts';
+import { makeAgent, signedPost, tempDir, vmSpec } from './helpers.ts';
+
+const FIXTURE = join(import.meta.dirname, 'fixtures', 'libvirt-node.xml');
+const URI = `test://${FIXTURE}`;
+const hasVirsh = spawnSync('virsh', ['--version']).status === 0;
+if (!hasVirsh) console.warn('libvirt tests SKIPPED: virsh is not installed (apt-get install -y --no-install-recommends libvirt-clients)');
+
+const WEB: AgentVm = {
+  uuid: '5d3b1f0a9c2e4f7b8a6d1e0c3b2a4f5e', name: 'web-1', state: 'Running', memorySize: 2 * 1024 ** 3, cpuNum: 2,
+  vmNics: [{ ip: '10.21.100.2', mac: '52:54:00:aa:00:01' }, { ip: '192.168.7.10', mac: '52:54:00:aa:00:02' }],
+};
+const DB: AgentVm = {
+  uuid: '0a1b2c3d4e5f46a7b8c9d0e1f2a3b4c5', name: 'db-1', state: 'Stopped', memorySize: 4 * 1024 ** 3, cpuNum: 4,
+  vmNics: [{ ip: '10.21.100.3', mac: '52:54:00:bb:00:01' }],
+};
+const LEGACY: AgentVm = {
+  uuid: '11111111222243338444555555555555', name: 'legacy-vm', state: 'Paused', memorySize: 1024 ** 3, cpuNum: 1,
+  vmNics: [{ ip: '', mac: '52:54:00:cc:00:01' }],
+};
+
+describe.skipIf(!hasVirsh)('libvirt driver read paths (virsh + libvirt test driver)', () => {
+  const driver = async () => new LibvirtDriver({ uri: URI, stateDir: await tempDir() });
+
+  it('lists every domain with its state, memory, vCPUs and NICs', async () => {
+    const vms = await (await driver()).list();
+    expect(vms.sort((a, b) => a.name.localeCompare(b.name))).toEqual([DB, LEGACY, WEB]);
+  });
+
+  it('gets one domain by uuid, and undefined for an unknown one', async () => {
+    const d = await driver();
+    expect(await d.get(WEB.uuid)).toEqual(WEB);
+    expect(await d.get(LEGACY.uuid)).toEqual(LEGACY);
+    expect(await d.get('99999999999999999999999999999999')).toBeUndefined();
+  });
+
+  it('answers vm/list through an agent running the libvirt driver', async () => {
+    const a = await makeAgent({ hypervisor: 'libvirt', libvirtUri: URI, probe: fakeProbe() });
+    const r = await signedPost(a, AGENT_PATHS.vmList, {});
+    expect(r.status).toBe(200);
+    expect(r.body.vms).toHaveLength(3);
+    const cap = await signedPost(a, AGENT_PATHS.capacity, {});
+    expect(cap.body.capacity).toMatchObject({ usedCpu: WEB.cpuNum + LEGACY.cpuNum, usedMemory: WEB.memorySize + LEGACY.memorySize, availablePhysicalMemory: 12345 });
+    const f = await signedPost(a, AGENT_PATHS.fact, {});
+    expect(f.body.facts).toMatchObject({ hypervisor: 'libvirt', qemuImgVersion: '7.2.0', libvirtVersion: '9.0.0', hvm: 'vmx', bootId: 'boot-id-from-proc', liveSnapshot: true });
+    expect(a.identity().bootId).toBe('boot-id-from-proc');
+  });
+
+  it('the XML we generate is accepted by libvirt and reads back as the same VM', async () => {
+    const dir = await tempDir();
+    const vm = vmSpec(3, { name: 'a <quoted> & "named" vm', vmNics: [{ ip: '10.0.0.3', mac: '52:54:00:00:00:03' }, { ip: '10.0.1.3', mac: '52:54:00:00:01:03' }] });
+    const file = join(dir, 'vm.xml');
+    await writeFile(file, domainXml(vm, { domainType: 'test' }));
+    // One virsh process: the test driver forgets the define when it exits.
+    const { stdout } = await execRunner('virsh', ['-c', 'test:///default', `define ${file}; dumpxml ${vm.uuid}`]);
+    expect(parseDomainXml(stdout.slice(stdout.indexOf('<domain')))).toEqual(vm);
+  });
+
+  it('a missing virsh is a clear 503, not a crash', async () => {
+    const d = new LibvirtDriver({ uri: URI, stateDir: await tempDir(), virsh: 'virsh-not-installed-here' });
+    await expect(d.list()).rejects.toMatchObject({ status: 503, message: 'virsh is not installed on this host' });
+  });
+});
+
+describe('libvirt XML and states', () => {
+  it.each([
+    ['running', 'Running'], ['idle', 'Running'], ['in shutdown', 'Running'], ['paused', 'Paused'], ['pmsuspended', 'Paused'],
+    ['shut off', 'Stopped'], ['crashed', 'Stopped'], ['whatever', 'Unknown'],
+  ])('domstate %j -> %s', (s, state) => expect(mapDomainState(`${s}\n\n`)).toBe(state));
+
+  it('parses memory in any unit and escapes names', () => {
+    const xml = `<domain type='kvm'><name>x</name><uuid>0a1b2c3d-4e5f-46a7-b8c9-d0e1f2a3b4c5</uuid><title>a &amp; b</title>
+      <memory unit='GiB'>3</memory><vcpu placement='static'>5</vcpu><devices></devices></domain>`;
+    expect(parseDomainXml(xml)).toEqual({ uuid: '0a1b2c3d4e5f46a7b8c9d0e1f2a3b4c5', name: 'a & b', memorySize: 3 * 1024 ** 3, cpuNum: 5, vmNics: [] });
+  });
+});
+
+/** Records virsh calls and answers them from a small script. */
+function recorder(answers: Record<string, string | Error> = {}): CommandRunner & { calls: string[][] } {
+  const calls: string[][] = [];
+  const run: CommandRunner = async (file, args) => {
+    calls.push([file, ...args]);
+    const key = args.slice(2).join(' ');
+    const hit = Object.entries(answers).find(([k]) => key.startsWith(k));
+    if (hit?.[1] instanceof Error) throw hit[1];
+    return { stdout: hit ? hit[1] : '', stderr: '' };
+  };
+  return Object.assign(run, { calls });
+}
+
+const DASHED = '00000001-0000-0000-0000-000000000000';
+const xmlOf = (n: number) => domainXml(vmSpec(n));
+const notRunning = new CommandError('virsh: domain is not running', 'virsh', [], 1, '', 'error: Requested operation is not valid: domain is not running');
+const noDomain = new CommandError('virsh: no domain', 'virsh', [], 1, '', "error: failed to get domain '00000001'");
+
+describe('libvirt driver write paths (command construction)', () => {
+  const make = async (answers: Record<string, string | Error>, clock = new FakeClock()) => {
+    const run = recorder(answers);
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock, stopTimeoutMs: 3_000 });
+    return { d, run, clock };
+  };
+  const virshCalls = (run: { calls: string[][] }) => run.calls.map((c) => c.slice(3).join(' ')).filter((c) => !c.startsWith('dumpxml') && !c.startsWith('domstate'));
+
+  it('every call is `virsh -c <uri> ...` (execFile, no shell)', async () => {
+    const { d, run } = await make({ dumpxml: xmlOf(1), domstate: 'shut off' });
+    await d.start(vmSpec(1).uuid);
+    for (const c of run.calls) expect(c.slice(0, 3)).toEqual(['virsh', '-c', 'qemu:///system']);
+  });
+
+  it('start: `virsh start <uuid>`; a paused VM is resumed instead', async () => {
+    const a = await make({ dumpxml: xmlOf(1), domstate: 'shut off' });
+    await a.d.start(vmSpec(1).uuid);
+    expect(virshCalls(a.run)).toEqual([`start ${DASHED}`]);
+    const b = await make({ dumpxml: xmlOf(1), domstate: 'paused' });
+    await b.d.start(vmSpec(1).uuid);
+    expect(virshCalls(b.run)).toEqual([`resume ${DASHED}`]);
+  });
+
+  it('stop: ACPI shutdown, and power off when the guest ignores it past the timeout', async () => {
+    const { d, run, clock } = await make({ dumpxml: xmlOf(1), domstate: 'running' });
+    const p = d.stop(vmSpec(1).uuid);
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setImmediate(r));
+      clock.advance(1_000);
+    }
+    await p;
+    expect(virshCalls(run)).toEqual([`shutdown ${DASHED}`, `destroy ${DASHED}`]);
+  });
+
+  it('destroy: power off (tolerating a stopped domain) and undefine', async () => {
+    const { d, run } = await make({ dumpxml: xmlOf(1), domstate: 'shut off', destroy: notRunning });
+    const vm = await d.destroy(vmSpec(1).uuid);
+    expect(vm.state).toBe('Stopped');
+    expect(virshCalls(run)).toEqual([`destroy ${DASHED}`, `undefine ${DASHED} --nvram`]);
+  });
+
+  it('create: `virsh define <file>` of the generated XML (file removed after), then start', async () => {
+    let xmlAtDefine = '';
+    let definedFile = '';
+    const calls: string[] = [];
+    const run: CommandRunner = async (_file, args) => {
+      const [sub, arg] = args.slice(2);
+      calls.push(args.slice(2).join(' '));
+      if (sub === 'define') {
+        definedFile = arg!;
+        xmlAtDefine = await readFile(arg!, 'utf8');
+      }
+      if (sub === 'dumpxml' || sub === 'domstate') {
+        if (!xmlAtDefine) throw noDomain;
+        return { stdout: sub === 'dumpxml' ? xmlAtDefine : 'running\n', stderr: '' };
+      }
+      return { stdout: '', stderr: '' };
+    };
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run });
+    const vm = await d.create(vmSpec(1), true);
+    expect(vm).toEqual({ ...vmSpec(1), state: 'Running' });
+    expect(xmlAtDefine).toBe(domainXml(vmSpec(1)));
+    expect(calls.filter((c) => !/^(dumpxml|domstate)/.test(c))).toEqual([`define ${definedFile}`, `start ${DASHED}`]);
+    await expect(stat(definedFile)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('migrate: the destination agent accepts first, then `virsh migrate --live` to its host', async () => {
+    const { d, run } = await make({ dumpxml: xmlOf(1), domstate: 'running' });
+    const delivered: string[] = [];
+    await d.migrate(vmSpec(1).uuid, { url: 'http://10.0.0.7:7070', deliver: async (vm) => void delivered.push(vm.uuid) });
+    expect(delivered).toEqual([vmSpec(1).uuid]);
+    expect(virshCalls(run)).toEqual([`migrate --live --persistent --undefinesource ${DASHED} qemu+tcp://10.0.0.7/system`]);
+  });
+
+  it('migrate: a refusal by the destination runs no virsh migrate', async () => {
+    const { d, run } = await make({ dumpxml: xmlOf(1), domstate: 'running' });
+    await expect(d.migrate(vmSpec(1).uuid, { url: 'http://10.0.0.7:7070', deliver: async () => { throw new Error('refused'); } })).rejects.toThrow('refused');
+    expect(virshCalls(run)).toEqual([]);
+  });
+});
+
+function fakeProbe(): SystemProbe {
+  const run: CommandRunner = async (file, args) => {
+    if (file === 'qemu-img') return { stdout: 'qemu-img version 7.2.0\n', stderr: '' };
+    if (file === 'libvirtd') return { stdout: 'libvirtd (libvirt) 9.0.0\n', stderr: '' };
+    if (file === 'virsh') return execRunner(file, args);
+    throw new CommandError('nope', file, [], 'ENOENT', '', '');
+  };
+  return {
+    run,
+    readText: async (p) => (p === '/proc/cpuinfo' ? 'flags : vmx\n' : p.endsWith('boot_id') ? 'boot-id-from-proc\n' : ''),
+    si: async () => ({
+      osInfo: async () => ({ distro: 'Debian GNU/Linux', codename: 'bookworm', release: '12' }),
+      cpu: async () => ({ manufacturer: 'X', brand: 'Y', speed: 2, cores: 4, physicalCores: 2, processors: 1 }),
+      mem: async () => ({ total: 99999, available: 12345 }),
+    }),
+  };
+}
