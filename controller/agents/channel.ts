@@ -5,6 +5,7 @@
  * silent (heartbeats stop), without holding a second socket per host for pings.
  */
 import http from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
 import { AGENT_PATHS, type AgentFrame, type AgentIdentity, signedHeaders } from '../../protocol/agent.ts';
 import { AgentError, type AgentTarget } from './client.ts';
 
@@ -16,6 +17,8 @@ export class Channel {
   private readonly pending = new Map<number, { resolve: (i: AgentIdentity) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private closedByUs = false;
   private buf = '';
+  private readonly decoder = new StringDecoder('utf8');
+  private static readonly NL = 10;
 
   constructor(
     readonly hostUuid: string,
@@ -28,8 +31,7 @@ export class Channel {
 
   /** @internal */
   attach(res: http.IncomingMessage): void {
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => this.onData(chunk));
+    res.on('data', (chunk: Buffer) => this.onData(chunk));
     const lost = (why: string) => this.lost(why);
     res.on('end', () => lost('the agent ended the channel'));
     res.on('error', (e) => lost(`channel error: ${e.message}`));
@@ -37,9 +39,11 @@ export class Channel {
     this.req.socket?.on('close', () => lost('the channel connection closed'));
   }
 
-  private onData(chunk: string): void {
+  private onData(chunk: Buffer): void {
     this.lastSeen = this.now();
-    this.buf += chunk;
+    // Nearly every chunk is a lone heartbeat: 10,000 hosts send ~16,000 a second.
+    if (chunk.length === 1 && chunk[0] === Channel.NL && this.buf === '') return;
+    this.buf += this.decoder.write(chunk);
     let nl: number;
     while ((nl = this.buf.indexOf('\n')) >= 0) {
       const line = this.buf.slice(0, nl);

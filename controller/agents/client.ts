@@ -36,7 +36,6 @@ export interface CallResult<T> {
 export class AgentClient {
   readonly global: Semaphore;
   private readonly perHost = new Map<string, Semaphore>();
-  private readonly agent: http.Agent;
 
   constructor(
     private readonly now: () => number,
@@ -44,9 +43,17 @@ export class AgentClient {
     private perHostLimit: number,
   ) {
     this.global = new Semaphore(globalLimit);
-    // Idle sockets are closed after 3 s: a connect flow reuses one socket for its few
-    // calls, but 10,000 hosts must not each hold a socket between pings (open-files limit).
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 16, maxFreeSockets: 2, timeout: 3000 });
+  }
+
+  /**
+   * A keep-alive pool for a burst of calls to one host (a connect flow): its few calls share
+   * one socket, and `destroy()` closes it when the burst ends. There is deliberately no
+   * shared pool: 10,000 hosts must not each keep an idle socket (open-files limit), and
+   * Node's idle-socket timeouts scan every host's list, which cost a quarter of the
+   * controller's CPU in a 10,000-host restart.
+   */
+  static session(): http.Agent {
+    return new http.Agent({ keepAlive: true, maxSockets: 1 });
   }
 
   setPerHostLimit(n: number): void {
@@ -64,16 +71,17 @@ export class AgentClient {
     this.perHost.delete(uuid);
   }
 
-  call<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number): Promise<CallResult<T>> {
-    return this.hostLimit(t.uuid).run(() => this.global.run(() => this.send<T>(t, path, cmd, timeoutMs)));
+  /** One signed call; `session` (from AgentClient.session()) reuses its socket, else a fresh connection. */
+  call<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number, session?: http.Agent): Promise<CallResult<T>> {
+    return this.hostLimit(t.uuid).run(() => this.global.run(() => this.send<T>(t, path, cmd, timeoutMs, session)));
   }
 
-  private send<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number): Promise<CallResult<T>> {
+  private send<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number, session?: http.Agent): Promise<CallResult<T>> {
     const body = JSON.stringify(cmd ?? {});
     const where = `agent ${t.managementIp}:${t.agentPort}${path}`;
     return new Promise((resolve, reject) => {
       const req = http.request({
-        host: t.managementIp, port: t.agentPort, path, method: 'POST', agent: this.agent,
+        host: t.managementIp, port: t.agentPort, path, method: 'POST', agent: session ?? false,
         headers: {
           'content-type': 'application/json', 'content-length': Buffer.byteLength(body),
           ...signedHeaders(t.secret, t.uuid, 'POST', path, body, this.now()),
@@ -125,6 +133,6 @@ export class AgentClient {
   }
 
   close(): void {
-    this.agent.destroy();
+    // Nothing pooled to close: sessions are destroyed by their owners.
   }
 }

@@ -1,7 +1,7 @@
 /**
  * A clock tests move by hand: `advance(ms)` runs every timer that falls due, in order.
  */
-import type { Clock } from '../../controller/clock.ts';
+import type { Clock } from '../../protocol/clock.ts';
 
 export class FakeClock implements Clock {
   private t: number;
