@@ -11,18 +11,23 @@ import { freePort, login, ready, spawnController } from './proc.ts';
 
 const PW = 'crash-test-password';
 
+/** Starts the controller on `dir`; returns it, a session header and the zone names it holds. */
+async function startAndList(dir: string) {
+  const port = await freePort();
+  const p = spawnController({ HOSTKEEPER_DATA_DIR: dir, HOSTKEEPER_PORT: String(port), HOSTKEEPER_ADMIN_PASSWORD: PW });
+  await ready(p);
+  const auth = { Authorization: `OAuth ${await login(p.url, PW)}` };
+  const zones = (await (await fetch(`${p.url}/zstack/v1/zones?fields=name`, { headers: auth })).json()) as { inventories: { name: string }[] };
+  return { p, auth, have: new Set(zones.inventories.map((z) => z.name)) };
+}
+
 describe('kill -9 during a burst of writes', () => {
   it('loses no acknowledged change, over three crash rounds', async () => {
     const dir = await tempDir();
     const acked = new Set<string>();
     for (let round = 0; round < 3; round++) {
-      const port = await freePort();
-      const p = spawnController({ HOSTKEEPER_DATA_DIR: dir, HOSTKEEPER_PORT: String(port), HOSTKEEPER_ADMIN_PASSWORD: PW });
-      await ready(p);
-      const auth = { Authorization: `OAuth ${await login(p.url, PW)}` };
+      const { p, auth, have } = await startAndList(dir);
       // Everything acknowledged so far must be there.
-      const zones = (await (await fetch(`${p.url}/zstack/v1/zones?fields=name`, { headers: auth })).json()) as { inventories: { name: string }[] };
-      const have = new Set(zones.inventories.map((z) => z.name));
       for (const name of acked) expect(have.has(name), `acknowledged zone ${name} lost`).toBe(true);
 
       let stop = false;
@@ -45,12 +50,7 @@ describe('kill -9 during a burst of writes', () => {
       await p.exited;
       await Promise.all(workers);
     }
-    const port = await freePort();
-    const p = spawnController({ HOSTKEEPER_DATA_DIR: dir, HOSTKEEPER_PORT: String(port), HOSTKEEPER_ADMIN_PASSWORD: PW });
-    await ready(p);
-    const auth = { Authorization: `OAuth ${await login(p.url, PW)}` };
-    const zones = (await (await fetch(`${p.url}/zstack/v1/zones?fields=name`, { headers: auth })).json()) as { inventories: { name: string }[] };
-    const have = new Set(zones.inventories.map((z) => z.name));
+    const { p, have } = await startAndList(dir);
     const lost = [...acked].filter((n) => !have.has(n));
     expect(lost).toEqual([]);
     expect(acked.size).toBeGreaterThanOrEqual(450);
