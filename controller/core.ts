@@ -49,6 +49,7 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     const jobs = new Jobs(repo, clock, log);
     await jobs.start();
     const auth = new Auth(repo, clock);
+    jobs.onSweep(() => auth.sweep());
     if (!(await auth.adminExists())) {
       let password = opts.adminPassword;
       if (!password) {

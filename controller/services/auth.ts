@@ -90,10 +90,14 @@ export class Auth {
     if (await this.repo.get('session', sessionUuid)) await this.repo.transaction((tx) => tx.remove('session', sessionUuid));
   }
 
-  /** Deletes expired sessions. */
-  async sweep(): Promise<void> {
+  /** Deletes expired sessions and expired bootstrap tokens; returns how many. */
+  async sweep(): Promise<number> {
     const now = this.clock.now();
-    const dead = (await this.repo.all<SessionRow>('session')).filter((s) => s.expiredDate <= now);
-    if (dead.length > 0) await this.repo.transaction(async (tx) => { for (const s of dead) await tx.remove('session', s.uuid); });
+    const dead = [
+      ...(await this.repo.all<SessionRow>('session')).filter((s) => s.expiredDate <= now).map((s) => ['session', s.uuid] as const),
+      ...(await this.repo.all<{ uuid: string; expiredDate: number }>('bootstrapToken')).filter((t) => t.expiredDate <= now).map((t) => ['bootstrapToken', t.uuid] as const),
+    ];
+    if (dead.length > 0) await this.repo.transaction(async (tx) => { for (const [kind, uuid] of dead) await tx.remove(kind, uuid); });
+    return dead.length;
   }
 }

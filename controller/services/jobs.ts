@@ -48,6 +48,9 @@ export class Jobs {
   private cancelSweep: (() => void) | undefined;
   private readonly running = new Set<Promise<unknown>>();
 
+  /** Other housekeeping run on the same timer (expired sessions and tokens). */
+  private readonly alsoSweep: (() => Promise<unknown>)[] = [];
+
   constructor(
     private readonly repo: Repository,
     private readonly clock: Clock,
@@ -55,6 +58,10 @@ export class Jobs {
     private readonly ttlMs = JOB_TTL_MS,
     private readonly sweepMs = 10 * 60 * 1000,
   ) {}
+
+  onSweep(fn: () => Promise<unknown>): void {
+    this.alsoSweep.push(fn);
+  }
 
   /** Marks jobs cut by a restart as failed and starts the expiry sweep. */
   async start(): Promise<void> {
@@ -76,7 +83,7 @@ export class Jobs {
 
   private scheduleSweep(): void {
     this.cancelSweep = this.clock.setTimer(this.sweepMs, () => {
-      void this.sweep().finally(() => this.scheduleSweep());
+      void Promise.allSettled([this.sweep(), ...this.alsoSweep.map((f) => f())]).finally(() => this.scheduleSweep());
     });
   }
 

@@ -81,6 +81,22 @@ describe('sessions', () => {
     expect((await request(t.app).get('/zstack/v1/zones').set(auth)).status).toBe(401);
   });
 
+  it('expired sessions and bootstrap tokens are swept away on the housekeeping timer', async () => {
+    const t = await ctl();
+    const { cluster } = await world(t);
+    await request(t.app).post('/zstack/v1/hosts/bootstrap-tokens').set(t.auth).send({ params: { clusterUuid: cluster.uuid, ttlSeconds: 600 } });
+    expect(await t.core.repo.all('session')).toHaveLength(1);
+    expect(await t.core.repo.all('bootstrapToken')).toHaveLength(1);
+    // Each sweep schedules the next when it ends: jump past expiry, let that sweep finish, then
+    // move to the next tick, which finds both expired.
+    t.clock.advance(2 * 3600 * 1000);
+    for (let i = 0; i < 50 && t.clock.pending === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    t.clock.advance(10 * 60 * 1000);
+    for (let i = 0; i < 50 && (await t.core.repo.all('session')).length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await t.core.repo.all('session')).toHaveLength(0);
+    expect(await t.core.repo.all('bootstrapToken')).toHaveLength(0);
+  });
+
   it('generates the admin password on first start: file mode 0600, announced once, never stored in clear', async () => {
     const dir = await tempDir();
     const lines: string[] = [];
