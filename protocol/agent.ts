@@ -17,6 +17,7 @@ export const AGENT_PORT = 7070;
 export const AGENT_VERSION = '0.1.0';
 
 export const AUTH = { host: 'x-hk-host', ts: 'x-hk-ts', nonce: 'x-hk-nonce', sig: 'x-hk-sig' } as const;
+/** Clocks of controller and hosts must agree within this (run NTP on both). */
 export const MAX_SKEW_MS = 30_000;
 
 export const sha256hex = (body: string | Buffer) => createHash('sha256').update(body).digest('hex');
@@ -187,9 +188,15 @@ export interface AgentVm {
 }
 export type VmListRsp = AgentResponse & { vms: AgentVm[] };
 export interface VmCreateCmd { vm: Omit<AgentVm, 'state'>; start?: boolean }
+/**
+ * start/stop/destroy. Destroy powers the VM off and forgets it; a VM the host does not have
+ * answers 404, which a caller cleaning up treats as "already gone".
+ */
 export interface VmUuidCmd { vmUuid: string }
 export type VmRsp = AgentResponse & { vm: AgentVm };
+/** The destination remembers the token for 60 s, single use, for this VM only. */
 export interface VmPrepareMigrationCmd { vm: AgentVm; token: string }
+export type VmPrepareMigrationRsp = AgentResponse;
 export interface VmMigrateCmd { vmUuid: string; destinationUrl: string; token: string }
 /** Agent to agent; header `x-hk-migration-token: <token>`. */
 export interface VmReceiveCmd { vm: AgentVm }
