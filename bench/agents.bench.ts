@@ -41,7 +41,6 @@ import http from 'node:http';
 import { Session } from 'node:inspector/promises';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { type RunningController, startController } from '../controller/server.ts';
 import type { Core } from '../controller/core.ts';
@@ -49,15 +48,9 @@ import { AGENT_PATHS, signedHeaders } from '../protocol/agent.ts';
 import type { HostRow } from '../protocol/resources.ts';
 import { Client } from './http.ts';
 import { fmtBytes, fmtMs, summarize, table } from './stats.ts';
+import { intEnv, log, onExit, ROOT, sleep } from './common.ts';
 
-const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 
-function intEnv(name: string, dflt: number, min = 0): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  if (!/^\d+$/.test(v) || Number(v) < min) throw new Error(`${name}[${v}] must be a whole number >= ${min}`);
-  return Number(v);
-}
 
 const HOSTS = intEnv('BENCH_HOSTS', 10_000, 100);
 const TRIALS = intEnv('BENCH_TRIALS', 20);
@@ -113,18 +106,11 @@ function cleanupSync(): void {
   if (tempDir) rmSync(tempDir, { recursive: true, force: true });
   tempDir = undefined;
 }
-process.on('exit', cleanupSync);
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(sig === 'SIGINT' ? 130 : 143));
+onExit(cleanupSync);
 
 // ---- small tools ---------------------------------------------------------------------------
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
-function log(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
 
 const fmtUs = (us: number) => (Number.isFinite(us) ? `${us.toFixed(1)} µs` : '-');
 const fmtS = (ms: number) => `${(ms / 1000).toFixed(2)} s`;

@@ -24,19 +24,12 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Client } from './http.ts';
 import { prng, seedStore } from './seed.ts';
 import { fmtBytes, fmtMs, median, summarize, type Summary, table } from './stats.ts';
+import { intEnv, log, onExit, ROOT, sleep } from './common.ts';
 
-const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 
-function intEnv(name: string, dflt: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  if (!/^\d+$/.test(v)) throw new Error(`${name}[${v}] must be a whole number`);
-  return Number(v);
-}
 
 const HOSTS = intEnv('BENCH_HOSTS', 10_000);
 const VMS_PER_HOST = intEnv('BENCH_VMS_PER_HOST', 10);
@@ -59,14 +52,10 @@ function cleanupSync(): void {
   if (tempDir) rmSync(tempDir, { recursive: true, force: true });
   tempDir = undefined;
 }
-process.on('exit', cleanupSync);
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(sig === 'SIGINT' ? 130 : 143));
+onExit(cleanupSync);
 
 // ---- processes -------------------------------------------------------------------------------
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
@@ -197,9 +186,6 @@ interface StartRun {
   stopMs?: number;
 }
 
-function log(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
 
 async function main(): Promise<void> {
   const parent = process.env.BENCH_TMP ? resolve(process.env.BENCH_TMP) : os.tmpdir();

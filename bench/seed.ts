@@ -1,7 +1,7 @@
 /**
  * Builds a large embedded store fast, for the benchmark: the store is opened directly (no
  * HTTP, no jobs) and rows go in through big transactions, shaped exactly as
- * protocol/resources.ts says. `close()` then writes the lowdb snapshot, so a controller
+ * protocol/resources.ts says. `snapshot()` then writes the lowdb snapshot, so a controller
  * started on the directory loads a snapshot and an empty journal, as after a clean stop.
  *
  * The mix is deterministic for a given seed (states, statuses, NIC counts); uuids are
@@ -65,7 +65,7 @@ function mac(i: number): string {
 export async function seedStore(dir: string, o: SeedOptions): Promise<Seeded> {
   const t0 = performance.now();
   const rnd = prng(o.seed);
-  // No fdatasync while seeding: close() syncs the snapshot, which is what the controller reads.
+  // No fdatasync while seeding: snapshot() syncs the snapshot, which is what the controller reads.
   const store = await EmbeddedStore.open(dir, { sync: false });
   const base = Date.UTC(2024, 0, 1);
   const zone: ZoneRow = {
@@ -147,6 +147,7 @@ export async function seedStore(dir: string, o: SeedOptions): Promise<Seeded> {
     });
   }
   out.nics = nic;
+  await store.snapshot();
   await store.close();
   out.ms = performance.now() - t0;
   return out;

@@ -87,10 +87,7 @@ function resolveField(res: ResourceSpec, field: string): Pick<Condition, 'nested
 export function listFields(res: ResourceSpec): string[] {
   const out = Object.keys(res.fields);
   for (const [l, f] of Object.entries(res.lists ?? {})) out.push(...Object.keys(f).map((k) => `${l}.${k}`));
-  for (const [p, n] of Object.entries(res.nested ?? {})) {
-    out.push(`${p}.*`);
-    void n;
-  }
+  for (const p of Object.keys(res.nested ?? {})) out.push(`${p}.*`);
   return out;
 }
 

@@ -62,6 +62,11 @@ export function nextState<S extends string, E extends string>(
   return next;
 }
 
+/** PreMaintenance or Maintenance: not pinged, not connected, refused by reconnect. */
+export function inMaintenance(state: HostState): boolean {
+  return state === 'PreMaintenance' || state === 'Maintenance';
+}
+
 export function apiEventToStateEvent(e: ApiStateEvent): HostStateEvent {
   return e === 'maintain' ? 'preMaintain' : e;
 }

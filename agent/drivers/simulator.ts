@@ -235,18 +235,19 @@ export class SimulatorDriver implements HypervisorDriver {
     return vm;
   }
 
-  async start(uuid: string): Promise<AgentVm> {
-    this.mustGet(uuid);
-    await this.fault('start');
-    const vm = this.setState(this.mustGet(uuid), 'Running');
-    await this.persist();
-    return vm;
+  start(uuid: string): Promise<AgentVm> {
+    return this.power(uuid, 'start', 'Running');
   }
 
-  async stop(uuid: string): Promise<AgentVm> {
+  stop(uuid: string): Promise<AgentVm> {
+    return this.power(uuid, 'stop', 'Stopped');
+  }
+
+  /** Checks the VM exists, applies the injected fault for `op`, then sets and persists the state. */
+  private async power(uuid: string, op: 'start' | 'stop', state: 'Running' | 'Stopped'): Promise<AgentVm> {
     this.mustGet(uuid);
-    await this.fault('stop');
-    const vm = this.setState(this.mustGet(uuid), 'Stopped');
+    await this.fault(op);
+    const vm = this.setState(this.mustGet(uuid), state);
     await this.persist();
     return vm;
   }

@@ -16,6 +16,7 @@ import {
   type PingRsp, type VmListRsp,
 } from '../../protocol/agent.ts';
 import { HkError, operationError } from '../../protocol/errors.ts';
+import { inMaintenance } from '../../protocol/states.ts';
 import type { HostRow, VmRow } from '../../protocol/resources.ts';
 import { metadataTag } from '../../protocol/tags.ts';
 import { type Clock, sleep } from '../clock.ts';
@@ -157,7 +158,7 @@ export class HostAgents {
 
   private async doConnect(uuid: string, job?: JobHandle): Promise<HostRow> {
     const host = await this.hosts.mustGet(uuid);
-    if (host.state === 'PreMaintenance' || host.state === 'Maintenance') {
+    if (inMaintenance(host.state)) {
       throw operationError(`${hostRef(host)} is in state[${host.state}], cannot perform required operation: enable or disable it first`);
     }
     const target = HostAgents.target(host);
@@ -310,7 +311,7 @@ export class HostAgents {
     if (!t || t.pingInFlight) return;
     const host = await this.repo.get<HostRow>('host', uuid);
     if (!host) return this.untrack(uuid);
-    if (host.state === 'PreMaintenance' || host.state === 'Maintenance') return;
+    if (inMaintenance(host.state)) return;
     t.pingInFlight = true;
     try {
       const identity = await this.pingLimit.run(async () => {
@@ -453,7 +454,7 @@ export class HostAgents {
 
   private async tryReconnect(uuid: string, attempt: number): Promise<void> {
     const host = await this.repo.get<HostRow>('host', uuid);
-    if (!host || host.state === 'Maintenance' || host.state === 'PreMaintenance' || this.tracked.has(uuid)) return;
+    if (!host || inMaintenance(host.state) || this.tracked.has(uuid)) return;
     if (this.braking) {
       // Probe only: one answer means we can see hosts again.
       try {
@@ -506,7 +507,7 @@ export class HostAgents {
   /** Starts reconnecting every Disconnected host that can be (auto-reconnect turned on). */
   async reconnectDisconnected(): Promise<void> {
     for (const h of await this.repo.find<HostRow>('host', { status: 'Disconnected' })) {
-      if (h.agentSecret && h.state !== 'Maintenance' && h.state !== 'PreMaintenance' && !this.reconnecting.has(h.uuid)) this.scheduleReconnect(h.uuid);
+      if (h.agentSecret && !inMaintenance(h.state) && !this.reconnecting.has(h.uuid)) this.scheduleReconnect(h.uuid);
     }
   }
 
@@ -519,7 +520,7 @@ export class HostAgents {
    */
   async loadAll(): Promise<void> {
     this.startedAt = this.clock.now();
-    const all = (await this.repo.all<HostRow>('host')).filter((h) => h.agentSecret && h.state !== 'Maintenance' && h.state !== 'PreMaintenance');
+    const all = (await this.repo.all<HostRow>('host')).filter((h) => h.agentSecret && !inMaintenance(h.state));
     if (all.length === 0) return;
     const degree = this.configs.getBool('host', 'load.all') ? all.length : this.configs.getInt('host', 'load.parallelismDegree');
     const limit = new Semaphore(degree);

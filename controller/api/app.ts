@@ -16,11 +16,12 @@ import {
   type ClusterRow, type HostRow, type Kind, RESOURCES, type ResourceName, type ResourceSpec, SESSION_SCHEMA_CLASS,
   type TagRow, type ZoneRow,
 } from '../../protocol/resources.ts';
+import { inMaintenance } from '../../protocol/states.ts';
 import { formatZStackDate, isUuid } from '../../protocol/values.ts';
 import type { Core } from '../core.ts';
 import { agentRouter } from './agent-api.ts';
 import { createBootstrapToken } from '../services/bootstrap.ts';
-import type { JobRow } from '../services/jobs.ts';
+import type { JobHandle } from '../services/jobs.ts';
 import {
   createCluster, createZone, type DeleteMode, deleteCluster, deleteHost, deleteZone, hostRef, insertHost, updateHost,
 } from '../services/inventory.ts';
@@ -155,17 +156,29 @@ export function createApp(core: Core): express.Express {
     return w;
   }
 
-  /** Store-only work: the change and the finished job commit together, then 202. */
-  async function instant(req: Request, res: Response, apiName: string, work: (tx: Tx) => Promise<unknown>): Promise<void> {
+  /** The job id (X-Job-UUID or a new one) and web hook of a request, checked. */
+  interface JobHeaders { id: string; hook?: string }
+  async function jobHeaders(req: Request): Promise<JobHeaders> {
     const hook = webHookOf(req);
-    const id = await jobs.newId(req.get('x-job-uuid'));
+    return { id: await jobs.newId(req.get('x-job-uuid')), hook };
+  }
+
+  /** Store-only work: the change and the finished job commit together, then 202. */
+  async function instant(req: Request, res: Response, apiName: string, work: (tx: Tx) => Promise<unknown>, hdr?: JobHeaders): Promise<void> {
+    const { id, hook } = hdr ?? (await jobHeaders(req));
     await jobs.instant(id, apiName, work, hook);
     res.status(202).json({ location: location(req, id) });
   }
 
+  /** Work that talks to agents: a Running job is stored, then 202; the work goes on. */
+  async function long(req: Request, res: Response, apiName: string, work: (job: JobHandle) => Promise<unknown>, hdr: JobHeaders): Promise<void> {
+    await jobs.long(hdr.id, apiName, work, hdr.hook);
+    res.status(202).json({ location: location(req, hdr.id) });
+  }
+
   // ---- queries -----------------------------------------------------------------------------
 
-  function queryRoute(name: ResourceName, scope?: Record<string, string>) {
+  function queryRoute(name: ResourceName, scope?: Record<string, string>, byUuid = true) {
     const res = RESOURCES[name] as ResourceSpec;
     const run = h(async (req, out) => {
       const spec = parseQuery(res, req.query as Rec);
@@ -182,7 +195,7 @@ export function createApp(core: Core): express.Express {
       else out.status(200).json(many(res, r.rows, spec.fields, spec.replyWithCount ? r.total : undefined));
     });
     api.get(`/v1/${res.path}`, run);
-    api.get(`/v1/${res.path}/:uuid`, run);
+    if (byUuid) api.get(`/v1/${res.path}/:uuid`, run);
   }
   queryRoute('zone');
   queryRoute('cluster');
@@ -190,12 +203,8 @@ export function createApp(core: Core): express.Express {
   queryRoute('vm');
   queryRoute('systemTag', { type: 'System' });
   queryRoute('userTag', { type: 'User' });
-  api.get('/v1/global-configurations', h(async (req, res) => {
-    const spec = parseQuery(RESOURCES.config, req.query as Rec);
-    const r = await repo.query(RESOURCES.config, spec);
-    if (spec.count) res.status(200).json({ total: r.total });
-    else res.status(200).json(many(RESOURCES.config, r.rows, spec.fields, spec.replyWithCount ? r.total : undefined));
-  }));
+  // Configs are addressed by category/name, not uuid: no /:uuid form.
+  queryRoute('config', undefined, false);
 
   // ---- zones and clusters ------------------------------------------------------------------
 
@@ -246,15 +255,15 @@ export function createApp(core: Core): express.Express {
 
   api.post('/v1/hosts/bootstrap-tokens', h(async (req, res) => {
     const b = parseBody(BootstrapTokenBody, req.body);
-    const id = await jobs.newId(req.get('x-job-uuid'));
+    const hdr = await jobHeaders(req);
     let shown: Rec | undefined;
     // The token is shown once, in this answer; the job keeps the inventory without it.
-    await jobs.instant(id, 'CreateBootstrapToken', async (tx) => {
+    await jobs.instant(hdr.id, 'CreateBootstrapToken', async (tx) => {
       const { row, token } = await createBootstrapToken(tx, clock.now(), b.params.clusterUuid, b.params.ttlSeconds);
       const inv = { uuid: row.uuid, clusterUuid: row.clusterUuid, expiredDate: formatZStackDate(row.expiredDate) };
       shown = { inventory: { ...inv, token } };
       return { inventory: { ...inv, token: '(shown once, when created)' } };
-    }, webHookOf(req));
+    }, hdr.hook);
     res.status(200).json(shown);
   }));
 
@@ -271,40 +280,33 @@ export function createApp(core: Core): express.Express {
     const params = parseBody(HOST_ACTIONS[action], body[action], action) as Rec;
     parseBody(ActionTags, { systemTags: body.systemTags, userTags: body.userTags });
     // Headers are checked before anything can be refused for the host's sake.
-    webHookOf(req);
-    if (req.get('x-job-uuid') !== undefined) await jobs.newId(req.get('x-job-uuid'));
+    const hdr = await jobHeaders(req);
     const host = await hosts.mustGet(uuid);
     switch (action) {
       case 'changeHostState': {
         const event = hosts.checkStateEvent(host, params.stateEvent as never);
         if (event === 'preMaintain') {
-          const hook = webHookOf(req);
-          const id = await jobs.newId(req.get('x-job-uuid'));
-          await jobs.long(id, 'ChangeHostState', async (job) => one(RESOURCES.host, await hosts.maintain(uuid, job)), hook);
-          res.status(202).json({ location: location(req, id) });
+          await long(req, res, 'ChangeHostState', async (job) => one(RESOURCES.host, await hosts.maintain(uuid, job)), hdr);
           return;
         }
         await hosts.queue.run(uuid, () =>
-          instant(req, res, 'ChangeHostState', async (tx) =>
-            one(RESOURCES.host, await hosts.enableOrDisable(tx, uuid, event as 'enable' | 'disable'))),
+          instant(req, res, 'ChangeHostState', async (tx) => one(RESOURCES.host, await hosts.applyStateEvent(tx, uuid, event)), hdr),
         );
         // Out of maintenance: a full reconnect catches up on what the host missed (ZStack does the same).
-        if ((host.state === 'Maintenance' || host.state === 'PreMaintenance') && host.agentSecret) {
+        if (inMaintenance(host.state) && host.agentSecret) {
           void agents.connect(uuid).catch((err) => log.info({ host: uuid, err: (err as Error).message }, 'reconnect after maintenance failed'));
         }
         return;
       }
       case 'updateHost':
-        await instant(req, res, 'UpdateHost', async (tx) => one(RESOURCES.host, await updateHost(tx, clock.now(), uuid, params)));
+        await instant(req, res, 'UpdateHost', async (tx) => one(RESOURCES.host, await updateHost(tx, clock.now(), uuid, params)), hdr);
         return;
       case 'reconnectHost': {
-        if (host.state === 'Maintenance' || host.state === 'PreMaintenance') {
+        if (inMaintenance(host.state)) {
           throw new HkError('SYS.1006', `host[uuid:${uuid}, state:${host.state}] is in maintenance: enable or disable it first`);
         }
         HostAgents.target(host); // refuses at once when the host has no agent credentials
-        const hook = webHookOf(req);
-        const id = await jobs.newId(req.get('x-job-uuid'));
-        await jobs.long(id, 'ReconnectHost', async (job) => {
+        await long(req, res, 'ReconnectHost', async (job) => {
           try {
             return one(RESOURCES.host, await agents.connect(uuid, job));
           } catch (err) {
@@ -312,8 +314,7 @@ export function createApp(core: Core): express.Express {
             const e = err as HkError;
             throw new HkError('HOST.1002', `unable to reconnect ${hostRef(host)}: ${e.details ?? e.message}`);
           }
-        }, hook);
-        res.status(202).json({ location: location(req, id) });
+        }, hdr);
         return;
       }
     }
@@ -379,4 +380,3 @@ export function createApp(core: Core): express.Express {
   return app;
 }
 
-export type { ClusterRow, HostRow, JobRow, ZoneRow };

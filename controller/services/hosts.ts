@@ -67,11 +67,6 @@ export class Hosts {
     return updated;
   }
 
-  /** enable / disable: store-only, runs in the caller's (job's) transaction. */
-  async enableOrDisable(tx: Tx, uuid: string, event: 'enable' | 'disable'): Promise<HostRow> {
-    return this.applyStateEvent(tx, uuid, event);
-  }
-
   /**
    * Maintenance as a flow: PreMaintenance, move the VMs off, Maintenance. A failure rolls the
    * host back to the state it had. Runs in the host's queue.

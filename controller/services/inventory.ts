@@ -20,14 +20,13 @@ export interface TagsParam {
 export const hostRef = (h: Pick<HostRow, 'uuid' | 'name' | 'state' | 'status'>) =>
   `host[uuid:${h.uuid}, name:${h.name}, state:${h.state}, status:${h.status}]`;
 
-async function pickUuid(tx: Tx, kind: 'zone' | 'cluster' | 'host', requested: string | undefined): Promise<string> {
+async function pickUuid(tx: Tx, requested: string | undefined): Promise<string> {
   if (requested === undefined) return newUuid();
   if (!isUuid(requested)) throw invalidArgument(`params.resourceUuid[${requested}] must be 32 lowercase hex digits`);
   // One uuid space for every resource, as in ZStack: tags and joins look up by uuid alone.
   for (const k of ['zone', 'cluster', 'host', 'vm', 'tag'] as const) {
     if (await tx.get(k, requested)) throw invalidArgument(`params.resourceUuid[${requested}] is already used by a ${k}`);
   }
-  void kind;
   return requested;
 }
 
@@ -44,7 +43,7 @@ async function attachTags(tx: Tx, type: ResourceType, uuid: string, tags: TagsPa
 export async function createZone(
   tx: Tx, now: number, p: { name: string; description?: string; resourceUuid?: string }, tags: TagsParam = {},
 ): Promise<ZoneRow> {
-  const uuid = await pickUuid(tx, 'zone', p.resourceUuid);
+  const uuid = await pickUuid(tx, p.resourceUuid);
   const zone = await tx.insert<ZoneRow>('zone', {
     uuid, name: p.name, description: p.description ?? null, state: 'Enabled', createDate: now, lastOpDate: now,
   });
@@ -58,7 +57,7 @@ export async function createCluster(
   tags: TagsParam = {},
 ): Promise<ClusterRow> {
   if (!(await tx.get('zone', p.zoneUuid))) throw invalidArgument(`params.zoneUuid: zone[uuid:${p.zoneUuid}] does not exist`);
-  const uuid = await pickUuid(tx, 'cluster', p.resourceUuid);
+  const uuid = await pickUuid(tx, p.resourceUuid);
   const cluster = await tx.insert<ClusterRow>('cluster', {
     uuid, name: p.name, description: p.description ?? null, zoneUuid: p.zoneUuid,
     hypervisorType: p.hypervisorType, state: 'Enabled', createDate: now, lastOpDate: now,
@@ -99,7 +98,7 @@ export async function insertHost(
   tx: Tx, now: number, p: AddHostParams, status: HostRow['status'], statusReason: string, tags: TagsParam = {},
 ): Promise<HostRow> {
   const cluster = await checkNewHost(tx, p);
-  const uuid = await pickUuid(tx, 'host', p.resourceUuid);
+  const uuid = await pickUuid(tx, p.resourceUuid);
   const host = await tx.insert<HostRow>('host', {
     uuid, name: p.name, description: p.description ?? null, zoneUuid: cluster.zoneUuid,
     clusterUuid: cluster.uuid, managementIp: p.managementIp, hypervisorType: 'KVM', state: 'Enabled', status,

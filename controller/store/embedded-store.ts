@@ -330,6 +330,13 @@ export class EmbeddedStore implements Repository {
     await this.journal.close();
   }
 
+  /** Folds the journal into a fresh snapshot now (seeding, backups). */
+  async snapshot(): Promise<void> {
+    await this.txChain;
+    await this.flush();
+    await this.compact();
+  }
+
   /** Resolves once every pending write (and a compaction it triggered) is done. */
   async flush(): Promise<void> {
     while (this.flushing) await this.flushing;
