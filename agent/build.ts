@@ -55,6 +55,9 @@ export async function buildAgent(outDir = OUT): Promise<string[]> {
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname)) {
-  const files = await buildAgent();
+  // `--out DIR`: where the controller keeps the bundle it deploys (it runs this as a process:
+  // controller and agent code do not import each other).
+  const i = process.argv.indexOf('--out');
+  const files = await buildAgent(i > 0 && process.argv[i + 1] ? resolve(process.argv[i + 1]!) : OUT);
   for (const f of files) process.stdout.write(`built ${f} (${Math.round((await stat(f)).size / 1024)} KiB)\n`);
 }

@@ -3,7 +3,7 @@
  * `--name=value`. Pure (tests call it); errors are FlagError with a one-line message.
  */
 import { isIPv4 } from 'node:net';
-import { isHttpUrl } from './state.ts';
+import { type ConfigFileSettings, isHttpUrl } from './state.ts';
 
 export class FlagError extends Error {}
 
@@ -40,9 +40,9 @@ export function parseFlags(argv: string[], spec: FlagSpec): Map<string, string> 
   return out;
 }
 
-/** `IP:PORT` (IPv4, port 0-65535). */
-export function parseListen(s: string, flag = '--listen'): { host: string; port: number } {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(s);
+/** `IP:PORT` (IPv4, port 0-65535); `flag` names the source in the message. */
+export function parseListen(s: unknown, flag = '--listen'): { host: string; port: number } {
+  const m = typeof s === 'string' ? /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(s) : null;
   if (!m || !isIPv4(m[1]!) || Number(m[2]) > 65535) throw new FlagError(`${flag} must be IP:PORT like 0.0.0.0:7070, got ${JSON.stringify(s)}`);
   return { host: m[1]!, port: Number(m[2]) };
 }
@@ -62,6 +62,12 @@ export function parseIpFlag(s: string, flag: string): string {
   return s;
 }
 
+export type Hypervisor = 'libvirt' | 'simulator';
+export function parseHypervisor(s: unknown, flag = '--hypervisor'): Hypervisor {
+  if (s !== 'libvirt' && s !== 'simulator') throw new FlagError(`${flag} must be libvirt or simulator, got ${JSON.stringify(s)}`);
+  return s;
+}
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 export function parseLogLevel(s: string): string {
   if (!LOG_LEVELS.includes(s)) throw new FlagError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
@@ -73,8 +79,10 @@ export interface AgentFlags {
   controllerUrl?: string;
   bootstrapToken?: string;
   stateDir: string;
-  hypervisor: 'libvirt' | 'simulator';
+  hypervisor: Hypervisor;
   configFile?: string;
+  /** Which of listen/hypervisor the command line gave: those win over the --config file. */
+  explicit: { listen: boolean; hypervisor: boolean };
   libvirtUri?: string;
   logLevel: string;
   help: boolean;
@@ -83,13 +91,15 @@ export interface AgentFlags {
 export const AGENT_USAGE = `usage: npm run agent -- [--listen IP:PORT] [--controller URL --bootstrap-token TOKEN]
                         [--state-dir DIR] [--hypervisor libvirt|simulator] [--config FILE]
                         [--libvirt-uri URI] [--log-level LEVEL]
-  --listen           address and port to serve on (default 0.0.0.0:7070)
+  --listen           address and port to serve on (default: the --config file's "listen",
+                     else 0.0.0.0:7070)
   --controller       controller URL, for registration and pushes (http://IP:8080)
   --bootstrap-token  register with the controller using this token when no secret is known yet
   --state-dir        where agent.json and simulated hosts live (default /var/lib/hostkeeper-agent)
-  --hypervisor       libvirt (default) or simulator
-  --config           an agent.json written by the deployment ({hostUuid, secret, controllerUrl}),
-                     copied into the state dir
+  --hypervisor       libvirt or simulator (default: the --config file's "hypervisor", else libvirt)
+  --config           an agent.json written by the deployment ({hostUuid, secret, controllerUrl},
+                     copied into the state dir; optional "listen" and "hypervisor" stand in
+                     for the flags when these are not given)
   --libvirt-uri      libvirt connection URI (default qemu:///system)
   --log-level        fatal|error|warn|info|debug|trace|silent (default info)`;
 
@@ -98,8 +108,7 @@ export function parseAgentFlags(argv: string[], defaults: { stateDir: string }):
     values: ['listen', 'controller', 'bootstrap-token', 'state-dir', 'hypervisor', 'config', 'libvirt-uri', 'log-level'],
     switches: ['help'],
   });
-  const hypervisor = f.get('hypervisor') ?? 'libvirt';
-  if (hypervisor !== 'libvirt' && hypervisor !== 'simulator') throw new FlagError(`--hypervisor must be libvirt or simulator, got ${JSON.stringify(hypervisor)}`);
+  const hypervisor = parseHypervisor(f.get('hypervisor') ?? 'libvirt');
   const token = f.get('bootstrap-token');
   if (token !== undefined && !token) throw new FlagError('--bootstrap-token is empty');
   if (token && !f.has('controller')) throw new FlagError('--bootstrap-token needs --controller URL');
@@ -115,5 +124,22 @@ export function parseAgentFlags(argv: string[], defaults: { stateDir: string }):
     libvirtUri: f.get('libvirt-uri'),
     logLevel: parseLogLevel(f.get('log-level') ?? process.env.HOSTKEEPER_LOG_LEVEL ?? 'info'),
     help: f.has('help'),
+    explicit: { listen: f.has('listen'), hypervisor: f.has('hypervisor') },
+  };
+}
+
+/**
+ * Fills listen and hypervisor from the --config file's keys of the same name where the
+ * command line left them out: a flag given explicitly wins. The file's values are checked
+ * even when a flag overrides them, so a bad file fails the same way whoever starts the agent
+ * (`where` is the file's path; messages read `<file>: listen must be ...`).
+ */
+export function applyConfigFileSettings(flags: AgentFlags, file: ConfigFileSettings, where: string): AgentFlags {
+  const listen = file.listen === undefined ? undefined : parseListen(file.listen, `${where}: listen`);
+  const hypervisor = file.hypervisor === undefined ? undefined : parseHypervisor(file.hypervisor, `${where}: hypervisor`);
+  return {
+    ...flags,
+    listen: flags.explicit.listen || !listen ? flags.listen : listen,
+    hypervisor: flags.explicit.hypervisor || !hypervisor ? flags.hypervisor : hypervisor,
   };
 }

@@ -3,13 +3,15 @@
  *  [--state-dir DIR] [--hypervisor libvirt|simulator] [--config FILE] [--libvirt-uri URI]`
  *
  * Only flags and process life live here; the agent is startAgent() (server.ts). Exits
- * non-zero with ONE line `hostkeeper-agent: ...` on a bad flag, a port in use, an unusable
- * state dir or a refused registration; stops cleanly on SIGTERM/SIGINT.
+ * non-zero with ONE line `hostkeeper-agent: ...` on a bad flag (or a bad `listen` or
+ * `hypervisor` in the --config file, which stand in for the flags), a port in use, an
+ * unusable state dir or a refused registration; stops cleanly on SIGTERM/SIGINT.
  */
 import { resolve } from 'node:path';
-import { AGENT_USAGE, FlagError, parseAgentFlags } from './flags.ts';
+import { AGENT_USAGE, applyConfigFileSettings, FlagError, parseAgentFlags } from './flags.ts';
 import { createAgentLogger } from './log.ts';
-import { DEFAULT_STATE_DIR, type RunningAgent, startAgent } from './server.ts';
+import { DEFAULT_STATE_DIR, type RunningAgent, StartupError, startAgent } from './server.ts';
+import { readConfigFileSettings } from './state.ts';
 
 function fail(msg: string): never {
   process.stderr.write(`hostkeeper-agent: ${msg.split('\n')[0]}\n`);
@@ -19,8 +21,13 @@ function fail(msg: string): never {
 let flags;
 try {
   flags = parseAgentFlags(process.argv.slice(2), { stateDir: DEFAULT_STATE_DIR });
+  if (flags.configFile && !flags.help) {
+    // Read here for listen/hypervisor only; startAgent() reads it again for the identity.
+    const path = resolve(flags.configFile);
+    flags = applyConfigFileSettings(flags, await readConfigFileSettings(path), path);
+  }
 } catch (err) {
-  fail(err instanceof FlagError ? err.message : String(err));
+  fail(err instanceof FlagError || err instanceof StartupError ? err.message : String(err));
 }
 if (flags.help) {
   process.stdout.write(`${AGENT_USAGE}\n`);

@@ -4,6 +4,8 @@
  * playbook, or `--config FILE`) or by bootstrap-token registration; the connect and
  * update/configuration commands change controllerUrl. The secret is the HMAC key of every
  * request in both directions, so the file is never world-readable and never logged.
+ * A --config file holds the same keys and may add `listen` and `hypervisor`
+ * (ConfigFileSettings), which stay out of the state dir.
  */
 import { access, chmod, constants, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -33,8 +35,7 @@ export function isHttpUrl(s: unknown): s is string {
   }
 }
 
-/** Checks the shape of an agent.json-like file; `where` names it in messages. */
-export function parseAgentConfig(text: string, where: string): AgentConfig {
+function parseJsonObject(text: string, where: string): Record<string, unknown> {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -42,7 +43,16 @@ export function parseAgentConfig(text: string, where: string): AgentConfig {
     throw new StartupError(`${where} is not valid JSON`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new StartupError(`${where} must hold a JSON object`);
-  const o = raw as Record<string, unknown>;
+  return raw as Record<string, unknown>;
+}
+
+/**
+ * Checks the shape of an agent.json-like file; `where` names it in messages. Other keys
+ * (the --config file's `listen` and `hypervisor`, see ConfigFileSettings) are left out: they
+ * are never copied into the state dir.
+ */
+export function parseAgentConfig(text: string, where: string): AgentConfig {
+  const o = parseJsonObject(text, where);
   const out: AgentConfig = {};
   if (o.hostUuid !== undefined && o.hostUuid !== null) {
     if (!isUuid(o.hostUuid)) throw new StartupError(`${where}: hostUuid must be 32 lowercase hex digits`);
@@ -63,14 +73,36 @@ export function parseAgentConfig(text: string, where: string): AgentConfig {
   return out;
 }
 
-export async function readConfigFile(path: string): Promise<AgentConfig> {
-  let text: string;
+async function readConfigText(path: string): Promise<string> {
   try {
-    text = await readFile(path, 'utf8');
+    return await readFile(path, 'utf8');
   } catch (err) {
     throw new StartupError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  return parseAgentConfig(text, path);
+}
+
+export async function readConfigFile(path: string): Promise<AgentConfig> {
+  return parseAgentConfig(await readConfigText(path), path);
+}
+
+/**
+ * The --config file's start-up settings: `listen` ("IP:PORT") and `hypervisor`, which stand
+ * in for the flags of the same name when the command line leaves them out (the deployment
+ * writes one file and runs the agent with --config alone). Raw values (absent or null:
+ * undefined): flags.ts checks them as it checks the flags, naming the file and the key.
+ */
+export interface ConfigFileSettings {
+  listen?: unknown;
+  hypervisor?: unknown;
+}
+
+export function parseConfigFileSettings(text: string, where: string): ConfigFileSettings {
+  const o = parseJsonObject(text, where);
+  return { listen: o.listen ?? undefined, hypervisor: o.hypervisor ?? undefined };
+}
+
+export async function readConfigFileSettings(path: string): Promise<ConfigFileSettings> {
+  return parseConfigFileSettings(await readConfigText(path), path);
 }
 
 /** Creates (0700) and checks the state dir: it must be a directory we can read and write. */

@@ -7,6 +7,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HostAgents, type HostAgentsOptions } from './agents/host-agents.ts';
 import { type Clock, systemClock } from './clock.ts';
+import { Deployer, type DeployerOptions } from './deploy/deployer.ts';
+import { loadOrCreateKey } from './deploy/keys.ts';
 import { createLogger, type Logger } from './log.ts';
 import { Auth } from './services/auth.ts';
 import { GlobalConfigs } from './services/configs.ts';
@@ -24,6 +26,7 @@ export interface Core {
   auth: Auth;
   hosts: Hosts;
   agents: HostAgents;
+  deployer: Deployer;
   close(): Promise<void>;
 }
 
@@ -38,6 +41,8 @@ export interface CoreOptions {
   /** Where a generated admin password is announced (default: stdout). */
   announce?: (line: string) => void;
   agents?: HostAgentsOptions;
+  /** Agent deployment over SSH (AddKVMHost); dataDir and advertiseUrl come from above. */
+  deploy?: Partial<Omit<DeployerOptions, 'dataDir'>>;
 }
 
 export async function openCore(opts: CoreOptions): Promise<Core> {
@@ -65,10 +70,15 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     }
     const hosts = new Hosts(repo, clock, log);
     const agents = new HostAgents(repo, clock, log, configs, hosts, opts.agents);
+    const key = await loadOrCreateKey(opts.dataDir);
+    const deployer = new Deployer(repo, log, hosts, agents, key, {
+      hypervisor: 'libvirt', advertiseUrl: opts.agents?.advertiseUrl, ...opts.deploy, dataDir: opts.dataDir,
+    });
     return {
-      repo, clock, log, configs, jobs, auth, hosts, agents,
+      repo, clock, log, configs, jobs, auth, hosts, agents, deployer,
       async close() {
         jobs.stop();
+        await deployer.stop();
         await agents.stop();
         await jobs.drain();
         await repo.close();

@@ -39,8 +39,10 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   server.keepAliveTimeout = 65_000;
   const port = (server.address() as AddressInfo).port;
   core.agents.setListenPort(port);
+  core.deployer.setListenPort(port);
   if (opts.loadHosts !== false) {
     void core.agents.loadAll().catch((err) => core.log.error({ err: (err as Error).message }, 'start-up connect failed'));
+    void core.deployer.resumeAfterRestart().catch((err) => core.log.error({ err: (err as Error).message }, 'resuming deployments failed'));
   }
   let closing: Promise<void> | undefined;
   return {

@@ -35,6 +35,18 @@ export interface HostRow extends HostCapacity {
   bootId?: string;
   instanceId?: string;
   agentVersion?: string;
+  /**
+   * Not in the inventory: deployment over SSH (AddKVMHost). The host key recorded at the
+   * first login (`<type> <base64>`; a different one is refused later), the SSH user, whether
+   * it needs sudo, the controller URL given to the agent, and how far the deployment got:
+   * 'login' (password in use, not kept), 'deploying' (key installed: resumable), 'done'.
+   * Hosts that registered with a bootstrap token have none of these.
+   */
+  sshHostKey?: string;
+  sshUser?: string;
+  sshBecome?: boolean;
+  controllerUrl?: string;
+  deployPhase?: 'login' | 'deploying' | 'done';
 }
 export interface VmNic { ip: string; mac: string }
 export const VM_STATES = ['Created', 'Starting', 'Running', 'Stopping', 'Stopped', 'Migrating', 'Unknown', 'Destroyed'] as const;

@@ -2,16 +2,17 @@
  * Small factories for tests: an in-process controller on a temp data dir with a fake clock
  * and a logged-in admin, plus helpers to call the API the way a client does.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import request from 'supertest';
 import type { Express } from 'express';
 import { createApp } from '../controller/api/app.ts';
-import { type Core, openCore } from '../controller/core.ts';
+import { type Core, type CoreOptions, openCore } from '../controller/core.ts';
 import type { Kind } from '../protocol/resources.ts';
 import { FakeClock } from './fakes/clock.ts';
+import { refusingSsh } from './fakes/ssh.ts';
 
 export const ADMIN_PASSWORD = 'test-admin-password';
 
@@ -31,10 +32,12 @@ export async function tempDir(prefix = 'hk-test-'): Promise<string> {
 
 export const silentLog = () => pino({ level: 'silent' });
 
-export async function makeController(opts: { dir?: string; clock?: FakeClock; log?: pino.Logger } = {}): Promise<TestController> {
+export async function makeController(opts: { dir?: string; clock?: FakeClock; log?: pino.Logger; deploy?: CoreOptions['deploy'] } = {}): Promise<TestController> {
   const dir = opts.dir ?? (await tempDir());
   const clock = opts.clock ?? new FakeClock();
-  const core = await openCore({ dataDir: dir, adminPassword: ADMIN_PASSWORD, clock, log: opts.log ?? silentLog(), sync: false });
+  // No test controller reaches for a real host: SSH is a fake that refuses unless a test says otherwise.
+  const deploy = { sshOpen: refusingSsh(), ...opts.deploy };
+  const core = await openCore({ dataDir: dir, adminPassword: ADMIN_PASSWORD, clock, log: opts.log ?? silentLog(), sync: false, deploy });
   const app = createApp(core);
   const res = await request(app).put('/zstack/v1/accounts/login').send({ logInByAccount: { accountName: 'admin', password: ADMIN_PASSWORD } });
   if (res.status !== 200) throw new Error(`login failed: ${res.status} ${JSON.stringify(res.body)}`);
@@ -46,6 +49,17 @@ export async function makeController(opts: { dir?: string; clock?: FakeClock; lo
       if (!opts.dir) await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Every file under `dir`, recursively (for "the secret is nowhere on disk" checks). */
+export async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await filesUnder(p)));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
 }
 
 /** Follows a 202's job location until it is final; returns the final status and body. */
@@ -82,13 +96,18 @@ export async function makeCluster(t: TestController, zoneUuid: string, name = 'c
 }
 
 let ipSeq = 1;
+/**
+ * Adds a host through AddKVMHost without reaching it: the test controller's fake SSH refuses
+ * the login and `keepHostOnFailure` keeps the record, Disconnected with the reason.
+ */
 export async function makeHost(t: TestController, clusterUuid: string, over: Record<string, unknown> = {}): Promise<any> {
   const n = ipSeq++;
-  const r = await call(t, 'post', '/hosts/kvm', {
-    params: { name: `host${n}`, managementIp: `10.0.${Math.floor(n / 250)}.${(n % 250) + 1}`, clusterUuid, username: 'root', password: 'pw', ...over },
-  });
-  if (r.status !== 200) throw new Error(`host: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body.inventory;
+  const params = { name: `host${n}`, managementIp: `10.0.${Math.floor(n / 250)}.${(n % 250) + 1}`, clusterUuid, username: 'root', password: 'pw', ...over };
+  const r = await call(t, 'post', '/hosts/kvm', { params, systemTags: ['keepHostOnFailure'] });
+  if (r.status !== 503 || r.body.error?.code !== 'HOST.1000') throw new Error(`host: ${r.status} ${JSON.stringify(r.body)}`);
+  const q = await request(t.app).get(`/zstack/v1/hosts?q=managementIp=${params.managementIp}`).set(t.auth);
+  if (q.body.inventories?.length !== 1) throw new Error(`host ${params.managementIp} not kept: ${JSON.stringify(q.body)}`);
+  return q.body.inventories[0];
 }
 
 /** Sets a host's connection status directly (no agent channel in these tests). */

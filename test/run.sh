@@ -9,9 +9,14 @@ cd "$(dirname "$0")/.."
 # System packages the tests use, installed once when missing (idempotent; needs root and apt).
 # libvirt-clients: the libvirt driver's read paths run against `virsh -c test:///...`.
 # qemu-utils: qemu-img, whose version the agent reports as a host fact.
+# ansible-core, openssh-server, sshpass: the test hosts (test/hosts/testhosts.ts) run a real
+# sshd each, and the deployment tests reach them with ansible-playbook and passwords.
 need=()
 command -v virsh >/dev/null 2>&1 || need+=(libvirt-clients)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v ansible-playbook >/dev/null 2>&1 || need+=(ansible-core)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "provisioning: ${need[*]}"

@@ -76,6 +76,8 @@ export class HostAgents {
   private readonly tracked = new Map<string, Tracked>();
   private readonly reconnecting = new Map<string, Reconnecting>();
   private readonly connecting = new Map<string, Promise<HostRow>>();
+  /** connect() calls waiting for the host's queue. */
+  private readonly queuedConnects = new Map<string, Promise<HostRow>>();
   private readonly drops: number[] = [];
   private braking = false;
   private listenPort = 0;
@@ -149,9 +151,28 @@ export class HostAgents {
    * host; on failure the host is Disconnected with the reason and the error is HOST.1003.
    */
   connect(uuid: string, job?: JobHandle): Promise<HostRow> {
+    const pending = this.queuedConnects.get(uuid) ?? this.connecting.get(uuid);
+    if (pending) return pending;
+    const p = this.hosts.queue.run(uuid, () => {
+      this.queuedConnects.delete(uuid);
+      return this.connectHeld(uuid, job);
+    });
+    this.queuedConnects.set(uuid, p);
+    void p.catch(() => undefined).finally(() => {
+      if (this.queuedConnects.get(uuid) === p) this.queuedConnects.delete(uuid);
+    });
+    return p;
+  }
+
+  /**
+   * The connect flow for a caller that already holds the host's queue (deployment runs its
+   * steps and then this in one turn of the queue). Shares an attempt already running, never
+   * one still waiting for the queue (that one waits for this caller).
+   */
+  connectHeld(uuid: string, job?: JobHandle): Promise<HostRow> {
     const running = this.connecting.get(uuid);
     if (running) return running;
-    const p = this.hosts.queue.run(uuid, () => this.connectLimit.run(() => this.doConnect(uuid, job))).finally(() => this.connecting.delete(uuid));
+    const p = this.connectLimit.run(() => this.doConnect(uuid, job)).finally(() => this.connecting.delete(uuid));
     this.connecting.set(uuid, p);
     return p;
   }
@@ -520,7 +541,8 @@ export class HostAgents {
    */
   async loadAll(): Promise<void> {
     this.startedAt = this.clock.now();
-    const all = (await this.repo.all<HostRow>('host')).filter((h) => h.agentSecret && !inMaintenance(h.state));
+    // Hosts whose deployment a restart cut are the deployer's (resumeAfterRestart).
+    const all = (await this.repo.all<HostRow>('host')).filter((h) => h.agentSecret && !inMaintenance(h.state) && (h.deployPhase ?? 'done') === 'done');
     if (all.length === 0) return;
     const degree = this.configs.getBool('host', 'load.all') ? all.length : this.configs.getInt('host', 'load.parallelismDegree');
     const limit = new Semaphore(degree);

@@ -27,6 +27,7 @@ import {
 } from '../services/inventory.ts';
 import { createTag, deleteTag, updateSystemTag } from '../services/tags.ts';
 import { HostAgents } from '../agents/host-agents.ts';
+import { KEEP_ON_FAILURE_TAG } from '../deploy/deployer.ts';
 import type { Tx } from '../store/repository.ts';
 
 export const BODY_LIMIT = '256kb';
@@ -84,7 +85,7 @@ function pathUuid(req: Request, what: string): string {
 }
 
 export function createApp(core: Core): express.Express {
-  const { repo, clock, log, configs, jobs, auth, hosts, agents } = core;
+  const { repo, clock, log, configs, jobs, auth, hosts, agents, deployer } = core;
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
@@ -171,8 +172,8 @@ export function createApp(core: Core): express.Express {
   }
 
   /** Work that talks to agents: a Running job is stored, then 202; the work goes on. */
-  async function long(req: Request, res: Response, apiName: string, work: (job: JobHandle) => Promise<unknown>, hdr: JobHeaders): Promise<void> {
-    await jobs.long(hdr.id, apiName, work, hdr.hook);
+  async function long(req: Request, res: Response, apiName: string, work: (job: JobHandle) => Promise<unknown>, hdr: JobHeaders, prepare?: (tx: Tx) => Promise<void>): Promise<void> {
+    await jobs.long(hdr.id, apiName, work, hdr.hook, prepare);
     res.status(202).json({ location: location(req, hdr.id) });
   }
 
@@ -222,34 +223,49 @@ export function createApp(core: Core): express.Express {
       const uuid = pathUuid(req, what);
       const mode = deleteModeOf(req);
       if (!(await repo.get(kind, uuid))) throw notFound(`${what}[uuid:${uuid}] does not exist`);
-      await instant(req, res, apiName, async (tx) => {
+      const hdr = await jobHeaders(req);
+      const run = () => instant(req, res, apiName, async (tx) => {
         await del(tx, clock.now(), uuid, mode);
         log.info({ [kind]: uuid, deleteMode: mode }, `${what} deleted`);
         return {};
-      });
+      }, hdr);
+      // A host's deletion waits its turn in the host's queue: an add or reconnect in progress
+      // finishes (or fails) first, so nothing is deployed to a host that no longer exists.
+      await (kind === 'host' ? hosts.queue.run(uuid, run) : run());
     }));
   }
   deleteRoute('zones', 'zone', 'zone', 'DeleteZone', deleteZone);
   deleteRoute('clusters', 'cluster', 'cluster', 'DeleteCluster', deleteCluster);
   deleteRoute('hosts', 'host', 'host', 'DeleteHost', async (tx, now, uuid, mode) => {
-    await deleteHost(tx, now, uuid, mode);
+    const row = await deleteHost(tx, now, uuid, mode);
     agents.untrack(uuid);
     agents.cancelReconnect(uuid);
+    // The record is gone whatever happens on the host; stopping its agent (and removing its
+    // secret there) is best effort, after the answer.
+    setImmediate(() => {
+      deployer.stopAgent(row).then(
+        (stopped) => stopped && log.info({ host: uuid }, 'agent stopped on the deleted host'),
+        (err) => log.warn({ host: uuid, err: (err as Error).message }, 'could not stop the agent on the deleted host'),
+      );
+    });
   });
 
   // ---- hosts -------------------------------------------------------------------------------
 
   api.post('/v1/hosts/kvm', h(async (req, res) => {
     const b = parseBody(AddKvmHostBody, req.body);
-    // The password is checked for presence by the schema and goes no further: deployment
-    // over SSH (which will use it once, then the controller's key) is not built yet, so the
-    // host is recorded Disconnected with the reason, and the password is never stored.
-    const { username: _u, password: _p, ...params } = b.params;
-    const reason = 'agent deployment over SSH is not available in this controller yet; the host is recorded but not connected';
-    await instant(req, res, 'AddKVMHost', async (tx) => {
-      const host = await insertHost(tx, clock.now(), params, 'Disconnected', reason, b);
-      log.info({ host: host.uuid, managementIp: host.managementIp, status: host.status, reason }, 'host added');
-      return one(RESOURCES.host, host);
+    // The password goes to the deployer's first SSH login and nowhere else: not the store,
+    // not the job, not the log.
+    const { username, password, ...params } = b.params;
+    const keep = (b.systemTags ?? []).includes(KEEP_ON_FAILURE_TAG);
+    const tags = { ...b, systemTags: b.systemTags?.filter((t) => t !== KEEP_ON_FAILURE_TAG) };
+    const hdr = await jobHeaders(req);
+    let uuid = '';
+    await long(req, res, 'AddKVMHost', async (job) => one(RESOURCES.host, await deployer.add(uuid, { username, password }, keep, job)), hdr, async (tx) => {
+      const host = await insertHost(tx, clock.now(), params, 'Connecting', 'deploying the agent', tags);
+      await tx.update<HostRow>('host', host.uuid, { agentSecret: HostAgents.newSecret(), agentPort: 7070, deployPhase: 'login' });
+      uuid = host.uuid;
+      log.info({ host: host.uuid, managementIp: host.managementIp, sshPort: host.sshPort, user: username }, 'adding host');
     });
   }));
 
@@ -305,10 +321,13 @@ export function createApp(core: Core): express.Express {
         if (inMaintenance(host.state)) {
           throw new HkError('SYS.1006', `host[uuid:${uuid}, state:${host.state}] is in maintenance: enable or disable it first`);
         }
+        if (host.deployPhase === 'login' || deployer.isDeploying(uuid)) {
+          throw new HkError('SYS.1006', `${hostRef(host)} is being added (its agent is being deployed): wait for AddKVMHost to finish`);
+        }
         HostAgents.target(host); // refuses at once when the host has no agent credentials
         await long(req, res, 'ReconnectHost', async (job) => {
           try {
-            return one(RESOURCES.host, await agents.connect(uuid, job));
+            return one(RESOURCES.host, await deployer.reconnect(uuid, job));
           } catch (err) {
             agents.retryLater(uuid, err);
             const e = err as HkError;

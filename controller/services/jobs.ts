@@ -133,11 +133,13 @@ export class Jobs {
    * Records a Running job and starts `work` in the background; resolves once the job is
    * recorded. `work` reports progress through the handle and returns the response body.
    */
-  async long(uuid: string, apiName: string, work: (job: JobHandle) => Promise<unknown>, webHook?: string): Promise<JobRow> {
+  async long(uuid: string, apiName: string, work: (job: JobHandle) => Promise<unknown>, webHook?: string, prepare?: (tx: Tx) => Promise<void>): Promise<JobRow> {
     const now = this.clock.now();
-    const job = await this.repo.transaction((tx) =>
-      tx.insert<JobRow>('job', { uuid, apiName, status: 'Running', createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}) }),
-    );
+    // `prepare` (e.g. recording the host being added) commits with the Running job or not at all.
+    const job = await this.repo.transaction(async (tx) => {
+      await prepare?.(tx);
+      return tx.insert<JobRow>('job', { uuid, apiName, status: 'Running', createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}) });
+    });
     const handle: JobHandle = {
       uuid,
       progress: async (p) => {

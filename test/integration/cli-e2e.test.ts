@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../controller/cli/run.ts';
 import { type RunningController, startController } from '../../controller/server.ts';
+import { refusingSsh } from '../fakes/ssh.ts';
 import { ADMIN_PASSWORD, silentLog, tempDir } from '../helpers.ts';
 
 let c: RunningController;
@@ -12,7 +13,9 @@ let env: Record<string, string>;
 
 beforeAll(async () => {
   const dir = await tempDir();
-  c = await startController({ dataDir: dir, port: 0, host: '127.0.0.1', adminPassword: ADMIN_PASSWORD, log: silentLog(), sync: false });
+  // SSH is a fake that refuses: these hosts are recorded (keepHostOnFailure), never reached.
+  // The real AddKVMHost over SSH is test/e2e/add-host.test.ts, against real test hosts.
+  c = await startController({ dataDir: dir, port: 0, host: '127.0.0.1', adminPassword: ADMIN_PASSWORD, log: silentLog(), sync: false, deploy: { sshOpen: refusingSsh() } });
   env = { HOSTKEEPER_URL: c.url, HOSTKEEPER_SESSION_FILE: join(dir, 'session'), HOSTKEEPER_POLL_MS: '5' };
 });
 afterAll(() => c.close());
@@ -39,11 +42,13 @@ describe('hostkeeper CLI against a real controller', () => {
     expect(login.code).toBe(0);
     const zone = (await cli('CreateZone', 'name=zone1')).out.inventory;
     const cluster = (await cli('CreateCluster', `zoneUuid=${zone.uuid}`, 'name=cluster1', 'hypervisorType=KVM')).out.inventory;
-    const added = await cli('AddKVMHost', `clusterUuid=${cluster.uuid}`, 'managementIp=192.168.10.10', 'name=kvm1', 'username=root', 'password=pw');
-    expect(added.code).toBe(0);
-    const host = added.out.inventory;
+    const added = await cli('AddKVMHost', `clusterUuid=${cluster.uuid}`, 'managementIp=192.168.10.10', 'name=kvm1', 'username=root', 'password=pw', 'systemTags=keepHostOnFailure');
+    expect(added.code).toBe(1);
+    expect(added.err).toMatch(/HOST\.1000.*step ssh-login failed: wrong username or password/);
+    const host = (await cli('QueryHost', 'managementIp=192.168.10.10')).out.inventories[0];
     expect(host.zoneUuid).toBe(zone.uuid);
-    await cli('AddKVMHost', `clusterUuid=${cluster.uuid}`, 'managementIp=192.168.10.11', 'name=kvm2', 'username=root', 'password=pw');
+    expect(host.status).toBe('Disconnected');
+    await cli('AddKVMHost', `clusterUuid=${cluster.uuid}`, 'managementIp=192.168.10.11', 'name=kvm2', 'username=root', 'password=pw', 'systemTags=keepHostOnFailure');
 
     const q = await cli('QueryHost', 'name~=kvm%', 'limit=10', 'replyWithCount=true', 'sortBy=name', 'sortDirection=desc', 'fields=name,managementIp');
     expect(q.out.total).toBe(2);
