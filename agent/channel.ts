@@ -6,7 +6,7 @@
  * new one ends the old one.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type AgentFrame, type AgentIdentity, HEARTBEAT_MS } from '../protocol/agent.ts';
+import { type AgentFrame, type AgentIdentity, HEARTBEAT_MAX_MS, HEARTBEAT_MS } from '../protocol/agent.ts';
 import type { Clock } from './clock.ts';
 import type { Logger } from './log.ts';
 
@@ -17,6 +17,8 @@ export class Channel {
   private cancelBeat: (() => void) | undefined;
   private buf = '';
   private closed = false;
+  /** Set by the controller with an `hb` frame (it grows with the controller's fleet). */
+  private beatMs = HEARTBEAT_MS;
 
   constructor(
     private readonly req: IncomingMessage,
@@ -41,7 +43,7 @@ export class Channel {
   }
 
   private scheduleBeat(): void {
-    this.cancelBeat = this.clock.setTimer(HEARTBEAT_MS, () => {
+    this.cancelBeat = this.clock.setTimer(this.beatMs, () => {
       if (this.closed) return;
       this.res.write('\n');
       this.scheduleBeat();
@@ -74,7 +76,19 @@ export class Channel {
     if (f.t === 'ping' && typeof f.id === 'number') {
       const pong: AgentFrame = { t: 'pong', id: f.id, ...this.identity() };
       this.res.write(`${JSON.stringify(pong)}\n`);
+    } else if (f.t === 'hb') {
+      const ms = (f as { ms?: unknown }).ms;
+      if (typeof ms === 'number' && Number.isInteger(ms) && ms >= 100 && ms <= HEARTBEAT_MAX_MS && ms !== this.beatMs) {
+        this.beatMs = ms;
+        this.cancelBeat?.();
+        this.scheduleBeat();
+      }
     }
+  }
+
+  /** The heartbeat period in use (tests). */
+  get heartbeatMs(): number {
+    return this.beatMs;
   }
 
   /** Ends the channel from our side (replaced, or the agent stops). */

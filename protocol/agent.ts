@@ -210,16 +210,37 @@ export interface UpdateConfigCmd { controllerUrl: string }
 // and keeps writing; the agent answers 200 at once (headers flushed) and keeps writing.
 // Both bodies are newline-delimited JSON frames; an empty line is a heartbeat.
 //   controller -> agent: {"t":"ping","id":<n>}
-//   agent -> controller: {"t":"pong","id":<n>, ...AgentIdentity}   and "\n" every HEARTBEAT_MS
+//                        {"t":"hb","ms":<n>}   heartbeat every n ms from now on (see below)
+//   agent -> controller: {"t":"pong","id":<n>, ...AgentIdentity}   and "\n" every heartbeat period
 // The agent keeps one channel per controller; a new channel replaces the old one.
-// A closed socket means the agent process (or its host) is gone; HEARTBEAT_MS x ~2.5 of
-// silence means the host or the network stopped: both are checked with a ping before the
+// A closed socket means the agent process (or its host) is gone; 2.5 heartbeat periods of
+// silence mean the host or the network stopped: both are checked with a ping before the
 // host is declared Disconnected.
+//
+// The heartbeat period grows with the fleet. Each heartbeat costs the controller a wake-up
+// (~17-26 µs of CPU measured, whatever the framing), so a fixed 600 ms would cost 10,000 hosts
+// ~44% of a core doing nothing else. A controller takes at most HEARTBEAT_BUDGET_PER_S
+// heartbeats a second: up to 2,100 hosts the period is 600 ms (a reset host is noticed
+// within 1.5 s); at 10,000 it is 2.9 s (7.3 s). A killed agent is noticed at once either way
+// (its socket closes), and pings still catch silent partitions.
 
 export const HEARTBEAT_MS = 600;
 export const HEARTBEAT_DEADLINE_MS = 1500;
+export const HEARTBEAT_BUDGET_PER_S = 3500;
+export const HEARTBEAT_MAX_MS = 60_000;
 
-export type ControllerFrame = { t: 'ping'; id: number };
+/** Silence allowed before a host is suspect, for a heartbeat period. */
+export function heartbeatDeadline(periodMs: number): number {
+  return Math.round(periodMs * (HEARTBEAT_DEADLINE_MS / HEARTBEAT_MS));
+}
+
+/** The heartbeat period for a controller watching `hosts` channels (100 ms steps). */
+export function heartbeatPeriodFor(hosts: number): number {
+  const ms = Math.ceil((hosts / HEARTBEAT_BUDGET_PER_S) * 10) * 100;
+  return Math.min(HEARTBEAT_MAX_MS, Math.max(HEARTBEAT_MS, ms));
+}
+
+export type ControllerFrame = { t: 'ping'; id: number } | { t: 'hb'; ms: number };
 export type AgentFrame = ({ t: 'pong'; id: number } & AgentIdentity);
 
 // ---- agent -> controller (signed with the host secret, x-hk-host = host uuid) --------------

@@ -6,12 +6,15 @@
  */
 import http from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
-import { AGENT_PATHS, type AgentFrame, type AgentIdentity, signedHeaders } from '../../protocol/agent.ts';
+import { AGENT_PATHS, type AgentFrame, type AgentIdentity, HEARTBEAT_MS, heartbeatDeadline, signedHeaders } from '../../protocol/agent.ts';
 import { AgentError, type AgentTarget } from './client.ts';
 
 export class Channel {
   /** Last heartbeat or frame (controller clock). */
   lastSeen: number;
+  /** The heartbeat period asked of the agent, and the silence allowed for it. */
+  heartbeatMs = HEARTBEAT_MS;
+  deadlineMs = heartbeatDeadline(HEARTBEAT_MS);
   readonly openedAt: number;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (i: AgentIdentity) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
@@ -94,6 +97,22 @@ export class Channel {
       this.pending.set(id, { resolve, reject, timer });
       this.req.write(`{"t":"ping","id":${id}}\n`);
     });
+  }
+
+  /**
+   * Asks the agent for a heartbeat every `ms`. A longer period is allowed for at once; a
+   * shorter one only after the current deadline, since beats already on their way follow
+   * the old period.
+   */
+  setHeartbeat(ms: number, onShorter: (apply: () => void, afterMs: number) => void): void {
+    if (this.closedByUs || ms === this.heartbeatMs) return;
+    const deadline = heartbeatDeadline(ms);
+    const longer = ms > this.heartbeatMs;
+    const old = this.deadlineMs;
+    this.heartbeatMs = ms;
+    this.req.write(`{"t":"hb","ms":${ms}}\n`);
+    if (longer) this.deadlineMs = deadline;
+    else onShorter(() => { if (this.heartbeatMs === ms) this.deadlineMs = deadline; }, old);
   }
 
   close(): void {

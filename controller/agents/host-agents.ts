@@ -7,12 +7,13 @@
  * How the settings relate: a host is pinged every `ping.interval` s (jittered so hosts are
  * not pinged in lock-step), each ping may take `ping.timeout` s (keep it below the interval),
  * at most `ping.parallelismDegree` pings are in flight and at most one per host. Between
- * pings the channel's heartbeats (every HEARTBEAT_MS) tell within HEARTBEAT_DEADLINE_MS that
- * a host went silent, and a closed channel tells at once that an agent died.
+ * pings the channel's heartbeats (every 600 ms, longer for large fleets: heartbeatPeriodFor)
+ * tell within 2.5 periods that a host went silent, and a closed channel tells at once that an
+ * agent died.
  */
 import { randomBytes } from 'node:crypto';
 import {
-  AGENT_PATHS, type AgentIdentity, type CapacityRsp, type ConnectRsp, type FactRsp, HEARTBEAT_DEADLINE_MS, type HostFacts,
+  AGENT_PATHS, type AgentIdentity, type CapacityRsp, type ConnectRsp, type FactRsp, HEARTBEAT_MS, heartbeatDeadline, heartbeatPeriodFor, type HostFacts,
   type PingRsp, type VmListRsp,
 } from '../../protocol/agent.ts';
 import { HkError, operationError } from '../../protocol/errors.ts';
@@ -84,6 +85,7 @@ export class HostAgents {
   private stopped = false;
   private cancelCheck?: () => void;
   private lastCheck = 0;
+  private beatMs = HEARTBEAT_MS;
   private readonly unsubscribe: (() => void)[] = [];
   private readonly graceMs: number;
   private readonly checkEveryMs: number;
@@ -298,6 +300,7 @@ export class HostAgents {
     this.cancelReconnect(uuid);
     const t: Tracked = { uuid, identity, channel, pingInFlight: false, watchingSince: this.clock.now() };
     this.tracked.set(uuid, t);
+    this.adaptHeartbeat(channel);
     this.schedulePing(t, true);
     this.ensureChecker();
   }
@@ -308,6 +311,36 @@ export class HostAgents {
     this.tracked.delete(uuid);
     t.cancelPing?.();
     t.channel?.close();
+    this.adaptHeartbeat();
+  }
+
+  /** The heartbeat period this controller asks of its agents (protocol/agent.ts). */
+  get heartbeatMs(): number {
+    return this.beatMs;
+  }
+
+  /**
+   * Keeps the heartbeat load within HEARTBEAT_BUDGET_PER_S as the fleet grows and shrinks:
+   * a new channel gets the current period; all channels get a new one when the fleet moved
+   * it by a quarter (so a start-up of 10,000 hosts re-tells them ~7 times, not at every
+   * host, and a fleet hovering at a step does not flap).
+   */
+  private adaptHeartbeat(fresh?: Channel): void {
+    const want = heartbeatPeriodFor(this.tracked.size);
+    const grow = want >= this.beatMs * 1.25;
+    // Shrink only when even a quarter more hosts would still want less.
+    const shrink = heartbeatPeriodFor(Math.ceil(this.tracked.size * 1.25)) < this.beatMs;
+    if (grow || shrink) {
+      this.beatMs = want;
+      this.log.info({ hosts: this.tracked.size, heartbeatMs: want }, 'heartbeat period changed');
+      for (const t of this.tracked.values()) this.tellHeartbeat(t.channel);
+    } else if (fresh) {
+      this.tellHeartbeat(fresh);
+    }
+  }
+
+  private tellHeartbeat(ch: Channel | undefined): void {
+    ch?.setHeartbeat(this.beatMs, (apply, afterMs) => this.clock.setTimer(afterMs, apply));
   }
 
   /** Next ping: spread over a whole interval the first time, then the interval +-10%. */
@@ -381,6 +414,7 @@ export class HostAgents {
         const changed = this.identityChange(t.identity, r.body, uuid);
         if (changed) throw new Error(changed);
         t.channel = await openChannel(target, () => this.clock.now(), this.timeoutMs, (w) => this.onChannelLost(uuid, w));
+        this.tellHeartbeat(t.channel);
       } catch (err) {
         if (this.tracked.get(uuid) === t) await this.declareDown(uuid, `${why}; ${(err as Error).message}`);
       }
@@ -413,7 +447,7 @@ export class HostAgents {
     for (const t of this.tracked.values()) {
       if (!t.channel?.open) continue;
       if (late > this.checkEveryMs) t.channel.lastSeen = Math.min(now, t.channel.lastSeen + late);
-      const l = liveness({ now, lastSeen: t.channel.lastSeen, watchingSince: t.watchingSince, deadlineMs: HEARTBEAT_DEADLINE_MS, graceMs: 0 });
+      const l = liveness({ now, lastSeen: t.channel.lastSeen, watchingSince: t.watchingSince, deadlineMs: t.channel.deadlineMs, graceMs: 0 });
       if (l === 'silent') {
         const ch = t.channel;
         void this.declareDown(t.uuid, `no heartbeat for ${now - ch.lastSeen} ms`);
@@ -444,7 +478,7 @@ export class HostAgents {
    */
   private noteDrop(watched: number): void {
     const now = this.clock.now();
-    const window = Math.max(10_000, 2 * HEARTBEAT_DEADLINE_MS);
+    const window = Math.max(10_000, 2 * heartbeatDeadline(this.beatMs));
     this.drops.push(now);
     while (this.drops.length > 0 && now - this.drops[0]! > window) this.drops.shift();
     const population = Math.max(watched, this.drops.length + this.tracked.size);

@@ -85,6 +85,23 @@ describe('the channel', () => {
     expect(c.lines.filter(Boolean).map((l) => JSON.parse(l).id)).toEqual([7]);
   });
 
+  it('takes the heartbeat period the controller sets with an hb frame, and ignores bad ones', async () => {
+    const clock = new FakeClock();
+    const a = await makeAgent({ clock });
+    const c = openChannel(a.url, clock.now());
+    await c.status;
+    await until(() => clock.pending === 1);
+    for (const bad of [{ t: 'hb', ms: 50 }, { t: 'hb', ms: 'x' }, { t: 'hb', ms: 10 ** 9 }, { t: 'hb', ms: 1500.5 }]) c.send(bad);
+    c.send({ t: 'hb', ms: 2900 });
+    c.send({ t: 'ping', id: 1 });
+    await until(() => c.lines.some(Boolean));
+    clock.advance(HEARTBEAT_MS);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(c.beats.length).toBe(0);
+    clock.advance(2900 - HEARTBEAT_MS);
+    await until(() => c.beats.length === 1);
+  });
+
   it('writes a heartbeat every HEARTBEAT_MS (injected clock: one per period)', async () => {
     const clock = new FakeClock();
     const a = await makeAgent({ clock });

@@ -3,15 +3,13 @@
  * leaves out, a flag given explicitly wins, a bad value is one line naming the file and key,
  * and they never reach the state dir's agent.json (only the identity does).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applyConfigFileSettings, FlagError, parseAgentFlags } from '../../agent/flags.ts';
 import { parseAgentConfig, parseConfigFileSettings, readConfigFileSettings, StartupError } from '../../agent/state.ts';
-import { HOST_UUID, later, SECRET, tempDir } from './helpers.ts';
+import { HOST_UUID, runAgentProcess, SECRET, tempDir } from './helpers.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 const D = { stateDir: '/var/lib/hostkeeper-agent' };
 const FILE = '/etc/hostkeeper/agent.json';
 
@@ -67,21 +65,7 @@ describe('--config listen/hypervisor', () => {
 });
 
 describe('npm run agent --config FILE', () => {
-  function run(args: string[]): { child: ChildProcess; stdout: string[]; stderr: string[]; exit: Promise<number | null> } {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'agent/main.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    const stdout: string[] = [];
-    const stderr: string[] = [];
-    child.stdout!.setEncoding('utf8').on('data', (c: string) => stdout.push(...c.split('\n').filter(Boolean)));
-    child.stderr!.setEncoding('utf8').on('data', (c: string) => stderr.push(...c.split('\n').filter(Boolean)));
-    const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    later(async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL');
-        await exit;
-      }
-    });
-    return { child, stdout, stderr, exit };
-  }
+  const run = (args: string[]) => runAgentProcess('agent/main.ts', args);
 
   it('listens where the file says, with the file\'s hypervisor, and keeps them out of agent.json', async () => {
     const dir = await tempDir();

@@ -3,10 +3,11 @@
  * host and a known secret, a signed-request client that can break any part of the
  * signature, and a tiny fake controller (registration + facts pushes).
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterEach } from 'vitest';
 import {
   CONTROLLER_AGENT_PATHS, type FactsPush, type RegisterCmd, ReplayGuard, signedHeaders, verifySigned,
@@ -29,6 +30,31 @@ afterEach(async () => {
 /** Runs `fn` after the current test. */
 export function later(fn: () => Promise<void>): void {
   cleanups.push(fn);
+}
+
+export interface AgentRun {
+  child: ChildProcess;
+  stdout: string[];
+  stderr: string[];
+  exit: Promise<number | null>;
+}
+
+/** Runs `npm run agent`/`npm run fleet` from source as a process; killed after the test. */
+export function runAgentProcess(script: 'agent/main.ts' | 'agent/fleet.ts', args: string[], env: Record<string, string> = {}): AgentRun {
+  const root = resolve(new URL('.', import.meta.url).pathname, '../..');
+  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => stdout.push(...c.split('\n').filter(Boolean)));
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => stderr.push(...c.split('\n').filter(Boolean)));
+  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  later(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exit;
+    }
+  });
+  return { child, stdout, stderr, exit };
 }
 
 export async function tempDir(prefix = 'hk-agent-'): Promise<string> {

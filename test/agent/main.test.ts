@@ -3,38 +3,15 @@
  * flag, a port in use, an unusable state dir or a refused registration; a clean stop on
  * SIGTERM; the fleet's children and its final line.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FlagError, parseAgentFlags } from '../../agent/flags.ts';
-import { fakeController, HOST_UUID, later, SECRET, signedPost, tempDir } from './helpers.ts';
+import { fakeController, HOST_UUID, later, runAgentProcess, SECRET, signedPost, tempDir } from './helpers.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 
-interface Run {
-  child: ChildProcess;
-  stdout: string[];
-  stderr: string[];
-  exit: Promise<number | null>;
-}
-
-function run(script: 'agent/main.ts' | 'agent/fleet.ts', args: string[], env: Record<string, string> = {}): Run {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const stdout: string[] = [];
-  const stderr: string[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (c: string) => stdout.push(...c.split('\n').filter(Boolean)));
-  child.stderr!.setEncoding('utf8').on('data', (c: string) => stderr.push(...c.split('\n').filter(Boolean)));
-  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  later(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exit;
-    }
-  });
-  return { child, stdout, stderr, exit };
-}
+const run = runAgentProcess;
 
 async function lineMatching(lines: string[], re: RegExp, ms = 15_000): Promise<string> {
   const end = Date.now() + ms;

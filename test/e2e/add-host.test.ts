@@ -192,6 +192,23 @@ describe.skipIf(!support.ok)(`AddKVMHost end to end${support.ok ? '' : ` (skippe
     }
   }, 120_000);
 
+  it('a host without Node.js: the playbook installs the distribution package, and a failed install is the error', async () => {
+    const h = hosts[3]!;
+    // In this host's own mount namespace only: Node hidden, and apt with no sources, no lists
+    // and an empty package database. The install task runs for real and fails as on a host
+    // whose repositories lack nodejs.
+    const mounts: [string, string][] = [['/dev/null', '/usr/bin/node'], [`${h.dir}/empty`, '/var/lib/apt/lists'], [`${h.dir}/empty`, '/etc/apt/sources.list.d'], ['/dev/null', '/var/lib/dpkg/status']];
+    await h.exec(`mkdir -p ${h.dir}/empty && ${mounts.map(([from, to]) => `mount --bind ${from} ${to}`).join(' && ')}`);
+    try {
+      const r = await add(h);
+      expect(r.status).toBe(503);
+      expect(r.body.error.details).toMatch(/step deploy-agent failed: the playbook failed at task "node : Install the distribution's nodejs package": .*nodejs/);
+      expect(await hostByIp(h.ip)).toBeUndefined();
+    } finally {
+      await h.exec(mounts.map(([, to]) => `umount ${to}`).reverse().join('; '));
+    }
+  }, 120_000);
+
   it('through the CLI: AddKVMHost prints the Connected host; a changed SSH host key stops reconnect with a clear message', async () => {
     const h = hosts[4]!;
     let out = '';
