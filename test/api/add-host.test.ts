@@ -164,3 +164,25 @@ describe('AddKVMHost steps', () => {
     await t.core.jobs.drain();
   });
 });
+
+describe('a restart in the middle of an add', () => {
+  it('removes a host cut before its key was installed, and deploys again one cut after', async () => {
+    const fake = new FakeSsh();
+    const playbooks: string[] = [];
+    const { t, cluster } = await setup({ sshOpen: fake.open, playbook: async (h) => { playbooks.push(h.name); return { ok: true, changed: 3, seconds: 1 }; } });
+    const now = Date.now();
+    const base = { description: null, zoneUuid: cluster.zoneUuid, clusterUuid: cluster.uuid, hypervisorType: 'KVM', state: 'Enabled', status: 'Connecting', createDate: now, lastOpDate: now, sshPort: 22, statusReason: 'deploying the agent', agentPort: 7070, agentSecret: 'ab'.repeat(32) };
+    const cut = { ...base, uuid: '1'.repeat(32), name: 'cut-in-login', managementIp: '127.0.99.2', deployPhase: 'login' };
+    const resumable = { ...base, uuid: '2'.repeat(32), name: 'cut-in-deploy', managementIp: '127.0.99.3', deployPhase: 'deploying', sshHostKey: fake.hostKey, sshUser: 'root', controllerUrl: 'http://127.0.0.1:1' };
+    await t.core.repo.transaction(async (tx) => { await tx.insert('host', cut as never); await tx.insert('host', resumable as never); });
+    await t.core.deployer.resumeAfterRestart();
+    expect(await t.core.repo.get('host', cut.uuid)).toBeUndefined();
+    // The resumed one: checked over SSH with the key (not a password), redeployed, then connected
+    // (nothing listens on 127.0.99.3, so it ends Disconnected, still recorded for a reconnect).
+    for (let i = 0; i < 200 && (await t.core.repo.get<any>('host', resumable.uuid))?.status !== 'Disconnected'; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fake.targets.at(-1)).toMatchObject({ host: '127.0.99.3', privateKey: expect.stringContaining('OPENSSH PRIVATE KEY'), knownHostKey: fake.hostKey });
+    expect(fake.targets.at(-1)!.password).toBeUndefined();
+    expect(playbooks).toEqual([resumable.uuid]);
+    expect((await t.core.repo.get<any>('host', resumable.uuid))?.status).toBe('Disconnected');
+  });
+});
