@@ -23,6 +23,8 @@ export interface RunningController {
 
 export async function startController(opts: ControllerOptions): Promise<RunningController> {
   const core = await openCore(opts);
+  // Before anyone can add a host: an add cut in its password login cannot be finished.
+  if (opts.loadHosts !== false) await core.deployer.dropInterruptedLogins();
   const app = createApp(core);
   const server = app.listen(opts.port ?? 8080, opts.host ?? '0.0.0.0');
   try {
@@ -42,7 +44,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   core.deployer.setListenPort(port);
   if (opts.loadHosts !== false) {
     void core.agents.loadAll().catch((err) => core.log.error({ err: (err as Error).message }, 'start-up connect failed'));
-    void core.deployer.resumeAfterRestart().catch((err) => core.log.error({ err: (err as Error).message }, 'resuming deployments failed'));
+    void core.deployer.resumeDeployments().catch((err) => core.log.error({ err: (err as Error).message }, 'resuming deployments failed'));
   }
   let closing: Promise<void> | undefined;
   return {

@@ -39,7 +39,9 @@ export const AddKvmHostBody = z.strictObject({
     name,
     managementIp: z.string().min(1, 'must not be empty').max(253),
     clusterUuid: uuid,
-    username: z.string().min(1, 'must not be empty').max(64),
+    // A POSIX user name: it goes to ssh and into Ansible's inventory, where anything else
+    // (spaces, quotes, {{ }}) would be a hazard.
+    username: z.string().min(1, 'must not be empty').max(32).regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'must be a user name (letters, digits, _ . -; not starting with a digit, . or -)'),
     password: z.string().min(1, 'must not be empty').max(1024),
     sshPort: z.number().int('must be an integer').min(1, 'must be 1-65535').max(65535, 'must be 1-65535').optional(),
     description: description.optional(),

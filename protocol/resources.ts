@@ -39,7 +39,8 @@ export interface HostRow extends HostCapacity {
    * Not in the inventory: deployment over SSH (AddKVMHost). The host key recorded at the
    * first login (`<type> <base64>`; a different one is refused later), the SSH user, whether
    * it needs sudo, the controller URL given to the agent, and how far the deployment got:
-   * 'login' (password in use, not kept), 'deploying' (key installed: resumable), 'done'.
+   * 'login' (password in use, not kept), 'deploying' (key installed: resumable), 'done'; and
+ * whether a failed deployment keeps the record.
    * Hosts that registered with a bootstrap token have none of these.
    */
   sshHostKey?: string;
@@ -47,6 +48,8 @@ export interface HostRow extends HostCapacity {
   sshBecome?: boolean;
   controllerUrl?: string;
   deployPhase?: 'login' | 'deploying' | 'done';
+  /** The add asked to keep the host when deployment fails (system tag keepHostOnFailure). */
+  keepOnFailure?: boolean;
 }
 export interface VmNic { ip: string; mac: string }
 export const VM_STATES = ['Created', 'Starting', 'Running', 'Stopping', 'Stopped', 'Migrating', 'Unknown', 'Destroyed'] as const;

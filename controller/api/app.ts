@@ -218,17 +218,25 @@ export function createApp(core: Core): express.Express {
     await instant(req, res, 'CreateCluster', async (tx) => one(RESOURCES.cluster, await createCluster(tx, clock.now(), b.params, b)));
   }));
 
-  function deleteRoute(path: string, kind: Kind, what: string, apiName: string, del: (tx: Tx, now: number, uuid: string, mode: DeleteMode) => Promise<unknown>) {
+  function deleteRoute<R>(
+    path: string, kind: Kind, what: string, apiName: string, del: (tx: Tx, now: number, uuid: string, mode: DeleteMode) => Promise<R>,
+    /** Runs once the deletion is committed (never when it was refused or failed). */
+    after?: (deleted: R) => void,
+  ) {
     api.delete(`/v1/${path}/:uuid`, h(async (req, res) => {
       const uuid = pathUuid(req, what);
       const mode = deleteModeOf(req);
       if (!(await repo.get(kind, uuid))) throw notFound(`${what}[uuid:${uuid}] does not exist`);
       const hdr = await jobHeaders(req);
-      const run = () => instant(req, res, apiName, async (tx) => {
-        await del(tx, clock.now(), uuid, mode);
-        log.info({ [kind]: uuid, deleteMode: mode }, `${what} deleted`);
-        return {};
-      }, hdr);
+      let deleted: R | undefined;
+      const run = async () => {
+        await instant(req, res, apiName, async (tx) => {
+          deleted = await del(tx, clock.now(), uuid, mode);
+          log.info({ [kind]: uuid, deleteMode: mode }, `${what} deleted`);
+          return {};
+        }, hdr);
+        after?.(deleted as R);
+      };
       // A host's deletion waits its turn in the host's queue: an add or reconnect in progress
       // finishes (or fails) first, so nothing is deployed to a host that no longer exists.
       await (kind === 'host' ? hosts.queue.run(uuid, run) : run());
@@ -236,18 +244,15 @@ export function createApp(core: Core): express.Express {
   }
   deleteRoute('zones', 'zone', 'zone', 'DeleteZone', deleteZone);
   deleteRoute('clusters', 'cluster', 'cluster', 'DeleteCluster', deleteCluster);
-  deleteRoute('hosts', 'host', 'host', 'DeleteHost', async (tx, now, uuid, mode) => {
-    const row = await deleteHost(tx, now, uuid, mode);
-    agents.untrack(uuid);
-    agents.cancelReconnect(uuid);
-    // The record is gone whatever happens on the host; stopping its agent (and removing its
-    // secret there) is best effort, after the answer.
-    setImmediate(() => {
-      deployer.stopAgent(row).then(
-        (stopped) => stopped && log.info({ host: uuid }, 'agent stopped on the deleted host'),
-        (err) => log.warn({ host: uuid, err: (err as Error).message }, 'could not stop the agent on the deleted host'),
-      );
-    });
+  deleteRoute('hosts', 'host', 'host', 'DeleteHost', deleteHost, (row) => {
+    agents.untrack(row.uuid);
+    agents.cancelReconnect(row.uuid);
+    // The record is gone whatever happens on the host; undoing the deployment there (agent
+    // stopped, its secret and our key removed) is best effort, after the answer.
+    deployer.stopAgent(row).then(
+      (stopped) => stopped && log.info({ host: row.uuid }, 'agent stopped on the deleted host'),
+      (err) => log.warn({ host: row.uuid, err: (err as Error).message }, 'could not stop the agent on the deleted host'),
+    );
   });
 
   // ---- hosts -------------------------------------------------------------------------------
@@ -263,7 +268,7 @@ export function createApp(core: Core): express.Express {
     let uuid = '';
     await long(req, res, 'AddKVMHost', async (job) => one(RESOURCES.host, await deployer.add(uuid, { username, password }, keep, job)), hdr, async (tx) => {
       const host = await insertHost(tx, clock.now(), params, 'Connecting', 'deploying the agent', tags);
-      await tx.update<HostRow>('host', host.uuid, { agentSecret: HostAgents.newSecret(), agentPort: 7070, deployPhase: 'login' });
+      await tx.update<HostRow>('host', host.uuid, { agentSecret: HostAgents.newSecret(), agentPort: deployer.agentPort, deployPhase: 'login' });
       uuid = host.uuid;
       log.info({ host: host.uuid, managementIp: host.managementIp, sshPort: host.sshPort, user: username }, 'adding host');
     });

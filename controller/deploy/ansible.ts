@@ -69,6 +69,21 @@ export interface AnsibleEvent {
   hosts?: Record<string, { ok: number; changed: number; failed: number; unreachable: number; skipped: number }>;
 }
 
+/**
+ * A YAML inventory in which every string is `!unsafe`: Ansible templates inventory values,
+ * so a value holding `{{ ... }}` would otherwise run on the controller. Strings are written
+ * as JSON strings, which are valid YAML double-quoted scalars.
+ */
+export function inventoryYaml(hosts: { name: string; vars: Record<string, string | number | boolean> }[]): string {
+  const scalar = (v: string | number | boolean) => (typeof v === 'string' ? `!unsafe ${JSON.stringify(v)}` : JSON.stringify(v));
+  const lines = ['all:', '  hosts:'];
+  for (const h of hosts) {
+    lines.push(`    ${JSON.stringify(h.name)}:`);
+    for (const [k, v] of Object.entries(h.vars)) lines.push(`      ${k}: ${scalar(v)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
 /** Folds a run's events into each host's outcome (pure: unit-tested with recorded events). */
 export function outcomes(names: string[], events: AnsibleEvent[], seconds: number, exit: { code: number | null; stderr: string }): Map<string, PlaybookOutcome> {
   const out = new Map<string, PlaybookOutcome>();
@@ -134,14 +149,10 @@ export class PlaybookRunner {
     const started = Date.now();
     const dir = await mkdtemp(join(this.opts.workDir, 'run-'));
     try {
-      const inventory = {
-        all: {
-          hosts: Object.fromEntries(batch.map(({ host: h }) => [h.name, {
-            ansible_host: h.address, ansible_port: h.port, ansible_user: h.user, ansible_become: h.become, ...h.vars,
-          }])),
-        },
-      };
-      await writeFile(join(dir, 'inventory.json'), JSON.stringify(inventory), { mode: 0o600 });
+      const hosts = batch.map(({ host: h }) => ({
+        name: h.name, vars: { ansible_host: h.address, ansible_port: h.port, ansible_user: h.user, ansible_become: h.become, ...h.vars },
+      }));
+      await writeFile(join(dir, 'inventory.yml'), inventoryYaml(hosts), { mode: 0o600 });
       await writeFile(join(dir, 'known_hosts'), batch.map(({ host: h }) => knownHostsLine(h.address, h.port, h.hostKey)).join('\n') + '\n', { mode: 0o600 });
       const names = batch.map((b) => b.host.name);
       const byName = new Map(batch.map((b) => [b.host.name, b]));
@@ -163,7 +174,7 @@ export class PlaybookRunner {
     const { ansibleDir, privateKeyPath } = this.opts;
     const args = [
       join(ansibleDir, 'hostkeeper-agent.yml'),
-      '-i', join(dir, 'inventory.json'),
+      '-i', join(dir, 'inventory.yml'),
       '--private-key', privateKeyPath,
       '--ssh-common-args', `-o UserKnownHostsFile=${join(dir, 'known_hosts')} -o StrictHostKeyChecking=yes -o PasswordAuthentication=no -o BatchMode=yes`,
     ];

@@ -14,7 +14,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { HkError } from '../../protocol/errors.ts';
 import type { HostRow } from '../../protocol/resources.ts';
@@ -37,6 +37,8 @@ export const REMOTE = {
   bundle: '/opt/hostkeeper/agent/hostkeeper-agent.mjs',
   config: '/etc/hostkeeper/agent.json',
   ctl: '/opt/hostkeeper/bin/hostkeeper-agentctl',
+  /** The agent's own copy of its identity (agent/state.ts). */
+  stateCopy: '/var/lib/hostkeeper-agent/agent.json',
 };
 
 export const KEEP_ON_FAILURE_TAG = 'keepHostOnFailure';
@@ -98,7 +100,12 @@ export class Deployer {
     this.listenPort = port;
   }
 
-  private get agentPort(): number {
+  /** Job progress, best effort: a failed progress write must not become an unhandled rejection. */
+  private report(job: JobHandle | undefined, p: Parameters<JobHandle['progress']>[0]): void {
+    job?.progress(p).catch((err) => this.log.warn({ job: job.uuid, err: (err as Error).message }, 'could not record job progress'));
+  }
+
+  get agentPort(): number {
     return this.opts.agentPort ?? 7070;
   }
 
@@ -131,7 +138,7 @@ export class Deployer {
         let current = '';
         const onStep = (i: number, total: number, step: string) => {
           current = step;
-          void job?.progress({ current: i, total, step });
+          this.report(job, { current: i, total, step });
         };
         const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
           const t0 = Date.now();
@@ -166,13 +173,13 @@ export class Deployer {
               ctx.ssh!.close();
               ctx.keyInstalled = true;
               // From here on the key is the credential: a restart can resume.
-              await this.repo.transaction((tx) => tx.update<HostRow>('host', uuid, { sshBecome: ctx.become, deployPhase: 'deploying', controllerUrl }));
+              await this.repo.transaction((tx) => tx.update<HostRow>('host', uuid, { sshBecome: ctx.become, deployPhase: 'deploying', controllerUrl, keepOnFailure: keep }));
             }),
           },
           {
             name: 'deploy-agent',
             run: () => timed('playbook', async () => {
-              const o = await this.playbook(await this.hosts.mustGet(uuid), (task) => void job?.progress({ current: 4, total: steps.length, step: 'deploy-agent', message: task }));
+              const o = await this.playbook(await this.hosts.mustGet(uuid), (task) => this.report(job, { current: 4, total: steps.length, step: 'deploy-agent', message: task }));
               if (!o.ok) throw new Error(playbookError(o));
             }),
           },
@@ -225,15 +232,15 @@ export class Deployer {
   }
 
   private controllerUrl(localAddress: string): string {
-    return this.opts.advertiseUrl ?? `http://${localAddress}:${this.listenPort}`;
+    const host = localAddress.includes(':') ? `[${localAddress}]` : localAddress;
+    return this.opts.advertiseUrl ?? `http://${host}:${this.listenPort}`;
   }
 
   /** Runs the playbook for one host (shared with others queued at the same moment); the caller holds the host's queue. */
   async playbook(host: HostRow, onTask?: (task: string) => void): Promise<PlaybookOutcome> {
     const bundle = await this.agentBundle();
-    const dir = join(this.opts.dataDir, 'ansible', 'configs');
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const configPath = join(dir, `${host.uuid}.json`);
+    const configPath = this.configPath(host.uuid);
+    await mkdir(dirname(configPath), { recursive: true, mode: 0o700 });
     await writeFile(configPath, this.configFor(host), { mode: 0o600 });
     return (this.opts.playbook ?? ((h, t) => this.runner.run(h, t)))({
       name: host.uuid, address: host.managementIp, port: host.sshPort, user: host.sshUser ?? 'root', become: host.sshBecome ?? false,
@@ -293,7 +300,7 @@ export class Deployer {
       if (host.sshHostKey && host.deployPhase !== 'login') {
         let drift: string[] = [];
         try {
-          void job?.progress({ current: 1, total: 3, step: 'check-deployment' });
+          this.report(job, { current: 1, total: 3, step: 'check-deployment' });
           drift = await this.drift(host);
         } catch (err) {
           if (err instanceof SshError && err.kind === 'host-key-changed') {
@@ -305,15 +312,15 @@ export class Deployer {
         }
         if (drift.length > 0) {
           this.log.info({ host: uuid, drift }, 'redeploying the agent');
-          void job?.progress({ current: 2, total: 3, step: 'deploy-agent', message: drift.join('; ') });
-          const o = await this.playbook(host, (task) => void job?.progress({ current: 2, total: 3, step: 'deploy-agent', message: task }));
+          this.report(job, { current: 2, total: 3, step: 'deploy-agent', message: drift.join('; ') });
+          const o = await this.playbook(host, (task) => this.report(job, { current: 2, total: 3, step: 'deploy-agent', message: task }));
           if (!o.ok) {
             const why = playbookError(o);
             await this.repo.transaction((tx) => this.hosts.applyStatusEvent(tx, uuid, 'disconnected', why));
             throw new Error(`redeploying the agent (${drift.join('; ')}) failed: ${why}`);
           }
         }
-        void job?.progress({ current: 3, total: 3, step: 'connect' });
+        this.report(job, { current: 3, total: 3, step: 'connect' });
       }
       const connected = await this.agents.connectHeld(uuid, host.sshHostKey ? undefined : job);
       if (connected.deployPhase === 'deploying') await this.repo.transaction((tx) => tx.update<HostRow>('host', uuid, { deployPhase: 'done' }));
@@ -321,31 +328,70 @@ export class Deployer {
     });
   }
 
-  /** Stops the agent and removes its secret from the host, best effort (DeleteHost, rollback). */
+  /**
+   * Undoes a deployment on the host, best effort (DeleteHost, a failed add): stops and
+   * disables the agent, removes its config and the state dir's copy (the secret), and this
+   * controller's key from authorized_keys. Only when the installed config is still this
+   * host's (same sha256): a re-add of the same address may already have deployed anew.
+   * Also removes the controller's own copy of the config.
+   */
   async stopAgent(host: HostRow): Promise<boolean> {
-    if (!host.sshHostKey || host.deployPhase === 'login') return false;
+    await rm(this.configPath(host.uuid), { force: true });
+    if (!host.sshHostKey || host.deployPhase === 'login' || !host.agentSecret) return false;
     const ssh = await this.keySession(host);
     try {
-      const s = this.sudo(host);
-      const r = await ssh.exec(`${s}sh -c '[ -x ${REMOTE.ctl} ] && ${REMOTE.ctl} stop; rm -f ${REMOTE.config}'`, { timeoutMs: 20_000 });
+      const script = [
+        'read -r want', 'read -r key',
+        `f=${REMOTE.config}`,
+        'if [ -f "$f" ] && [ "$(sha256sum < "$f" | cut -d" " -f1)" = "$want" ]; then',
+        `  [ -x ${REMOTE.ctl} ] && ${REMOTE.ctl} stop >/dev/null 2>&1`,
+        '  command -v systemctl >/dev/null 2>&1 && systemctl disable --quiet hostkeeper-agent >/dev/null 2>&1',
+        `  rm -f "$f" ${REMOTE.stateCopy}`,
+        'fi',
+        'a="$HOME/.ssh/authorized_keys"',
+        'if [ -f "$a" ] && grep -qxF "$key" "$a"; then grep -vxF "$key" "$a" > "$a.hk-new"; chmod 600 "$a.hk-new"; mv -f "$a.hk-new" "$a"; fi',
+        'echo done',
+      ].join('\n');
+      const r = await ssh.exec(`${this.sudo(host)}sh -c '${script.replace(/'/g, `'"'"'`)}'`, {
+        stdin: `${sha256(this.configFor(host))}\n${this.key.publicKey.trim()}\n`, timeoutMs: 30_000,
+      });
       return r.code === 0;
     } finally {
       ssh.close();
     }
   }
 
+  private configPath(uuid: string): string {
+    return join(this.opts.dataDir, 'ansible', 'configs', `${uuid}.json`);
+  }
+
   /**
-   * Start-up: a host whose add was cut by a restart before its key was installed cannot be
-   * finished (the password is gone) and is removed; one cut later is deployed and connected.
+   * Start-up, before the API listens: a host whose add was cut before its key was installed
+   * cannot be finished (the password is gone) and is removed.
    */
-  async resumeAfterRestart(): Promise<void> {
-    for (const h of await this.repo.all<HostRow>('host')) {
-      if (h.deployPhase === 'login' && !this.active.has(h.uuid)) {
-        await this.giveUp(h.uuid, false, 'the controller restarted while logging in with the password, which is not kept: add the host again');
-      } else if (h.deployPhase === 'deploying' && !this.active.has(h.uuid)) {
-        this.log.info({ host: h.uuid }, 'resuming a deployment cut by a restart');
-        void this.reconnect(h.uuid).catch((err) => this.log.warn({ host: h.uuid, err: (err as Error).message }, 'resumed deployment failed'));
-      }
+  async dropInterruptedLogins(): Promise<void> {
+    for (const h of await this.repo.find<HostRow>('host', { deployPhase: 'login' })) {
+      await this.giveUp(h.uuid, false, 'the controller restarted while logging in with the password, which is not kept: add the host again');
+    }
+  }
+
+  /**
+   * Start-up, once listening: a host whose add was cut after its key was installed is
+   * deployed and connected again; if that fails it is removed, or kept Disconnected when its
+   * add asked for that (ReconnectHost then tries again).
+   */
+  async resumeDeployments(): Promise<void> {
+    for (const h of await this.repo.find<HostRow>('host', { deployPhase: 'deploying' })) {
+      if (this.active.has(h.uuid)) continue;
+      this.log.info({ host: h.uuid }, 'resuming a deployment cut by a restart');
+      void this.reconnect(h.uuid).catch(async (err) => {
+        const reason = `resuming the deployment after a restart failed: ${(err as Error).message}`;
+        this.log.warn({ host: h.uuid, err: (err as Error).message }, 'resumed deployment failed');
+        const now = await this.repo.get<HostRow>('host', h.uuid);
+        if (!now || now.deployPhase !== 'deploying' || now.keepOnFailure) return;
+        await this.stopAgent(now).catch(() => undefined);
+        await this.hosts.queue.run(h.uuid, () => this.giveUp(h.uuid, false, reason));
+      });
     }
   }
 

@@ -18,9 +18,15 @@ export async function loadOrCreateKey(dataDir: string): Promise<ControllerKey> {
   const privateKeyPath = join(dir, 'id_ed25519');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   try {
-    const [privateKey, publicKey] = await Promise.all([readFile(privateKeyPath, 'utf8'), readFile(`${privateKeyPath}.pub`, 'utf8')]);
+    const privateKey = await readFile(privateKeyPath, 'utf8');
     await chmod(privateKeyPath, 0o600);
-    return { privateKeyPath, privateKey, publicKey: publicKey.trim() };
+    // The public half is derived, never trusted from the .pub file: losing that file must
+    // not lead to a new pair (and to no access to every host deployed with the old one).
+    const parsed = ssh2.utils.parseKey(privateKey);
+    if (parsed instanceof Error || Array.isArray(parsed)) throw new Error(`${privateKeyPath} is not a usable private key: ${parsed instanceof Error ? parsed.message : 'several keys'}`);
+    const publicKey = `${parsed.type} ${parsed.getPublicSSH().toString('base64')} hostkeeper-controller`;
+    await writeFile(`${privateKeyPath}.pub`, `${publicKey}\n`, { mode: 0o644 });
+    return { privateKeyPath, privateKey, publicKey };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }

@@ -122,7 +122,8 @@ export class SshSession {
         clearTimeout(timer);
         resolve(new SshSession(client, seenKey, (sock!.localAddress ?? '').replace(/^::ffff:/, ''), t.username));
       });
-      client.once('error', (err: Error & { level?: string }) => {
+      // `on`, not `once`: a second error after the first (or after ready) must not go unhandled.
+      client.on('error', (err: Error & { level?: string }) => {
         if (err.level === 'client-authentication') {
           fail(new SshError('auth', t.password !== undefined
             ? `wrong username or password for ${t.username}@${t.host} (or the host refuses password logins for ${t.username}: check PermitRootLogin/PasswordAuthentication in its sshd_config)`

@@ -93,8 +93,13 @@ describe('AddKVMHost failures: which step, in words an admin can act on, and wha
         expect(hosts).toEqual([]);
       }
       if (d.fake && !keep) {
-        // The key was installed, so whatever the playbook started is stopped and its secret removed.
-        expect(d.fake.commands.some((cmd) => /hostkeeper-agentctl stop; rm -f \/etc\/hostkeeper\/agent.json/.test(cmd))).toBe(true);
+        // The key was installed, so the deployment is undone on the host: the agent stopped and
+        // disabled, its config and state copy (the secret) removed, our key out of authorized_keys.
+        const undo = d.fake.commands.find((cmd) => cmd.includes('hostkeeper-agentctl stop'));
+        expect(undo).toBeDefined();
+        expect(undo).toContain('systemctl disable');
+        expect(undo).toContain('rm -f "$f" /var/lib/hostkeeper-agent/agent.json');
+        expect(undo).toContain('grep -vxF "$key"');
       }
       if (d.fake) expect(d.fake.installedKeys).toEqual([t.core.deployer['key'].publicKey]);
       // The password: not in the log, not in the job, not on disk.
@@ -166,23 +171,28 @@ describe('AddKVMHost steps', () => {
 });
 
 describe('a restart in the middle of an add', () => {
-  it('removes a host cut before its key was installed, and deploys again one cut after', async () => {
+  it('removes a host cut before its key was installed; deploys again one cut after, and on failure keeps or removes it as its add asked', async () => {
     const fake = new FakeSsh();
     const playbooks: string[] = [];
     const { t, cluster } = await setup({ sshOpen: fake.open, playbook: async (h) => { playbooks.push(h.name); return { ok: true, changed: 3, seconds: 1 }; } });
     const now = Date.now();
     const base = { description: null, zoneUuid: cluster.zoneUuid, clusterUuid: cluster.uuid, hypervisorType: 'KVM', state: 'Enabled', status: 'Connecting', createDate: now, lastOpDate: now, sshPort: 22, statusReason: 'deploying the agent', agentPort: 7070, agentSecret: 'ab'.repeat(32) };
     const cut = { ...base, uuid: '1'.repeat(32), name: 'cut-in-login', managementIp: '127.0.99.2', deployPhase: 'login' };
-    const resumable = { ...base, uuid: '2'.repeat(32), name: 'cut-in-deploy', managementIp: '127.0.99.3', deployPhase: 'deploying', sshHostKey: fake.hostKey, sshUser: 'root', controllerUrl: 'http://127.0.0.1:1' };
-    await t.core.repo.transaction(async (tx) => { await tx.insert('host', cut as never); await tx.insert('host', resumable as never); });
-    await t.core.deployer.resumeAfterRestart();
+    const resumable = { ...base, uuid: '2'.repeat(32), name: 'cut-in-deploy', managementIp: '127.0.99.3', deployPhase: 'deploying', sshHostKey: fake.hostKey, sshUser: 'root', controllerUrl: 'http://127.0.0.1:1', keepOnFailure: true };
+    const notKept = { ...resumable, uuid: '3'.repeat(32), name: 'cut-in-deploy-not-kept', managementIp: '127.0.99.4', keepOnFailure: false };
+    await t.core.repo.transaction(async (tx) => { for (const h of [cut, resumable, notKept]) await tx.insert('host', h as never); });
+    await t.core.deployer.dropInterruptedLogins();
     expect(await t.core.repo.get('host', cut.uuid)).toBeUndefined();
+    await t.core.deployer.resumeDeployments();
     // The resumed one: checked over SSH with the key (not a password), redeployed, then connected
     // (nothing listens on 127.0.99.3, so it ends Disconnected, still recorded for a reconnect).
     for (let i = 0; i < 200 && (await t.core.repo.get<any>('host', resumable.uuid))?.status !== 'Disconnected'; i++) await new Promise((r) => setTimeout(r, 10));
-    expect(fake.targets.at(-1)).toMatchObject({ host: '127.0.99.3', privateKey: expect.stringContaining('OPENSSH PRIVATE KEY'), knownHostKey: fake.hostKey });
-    expect(fake.targets.at(-1)!.password).toBeUndefined();
-    expect(playbooks).toEqual([resumable.uuid]);
+    for (let i = 0; i < 200 && (await t.core.repo.get<any>('host', notKept.uuid)); i++) await new Promise((r) => setTimeout(r, 10));
+    const resumedTarget = fake.targets.find((x) => x.host === '127.0.99.3')!;
+    expect(resumedTarget).toMatchObject({ privateKey: expect.stringContaining('OPENSSH PRIVATE KEY'), knownHostKey: fake.hostKey });
+    expect(resumedTarget.password).toBeUndefined();
+    expect(playbooks.sort()).toEqual([resumable.uuid, notKept.uuid].sort());
     expect((await t.core.repo.get<any>('host', resumable.uuid))?.status).toBe('Disconnected');
+    expect(await t.core.repo.get('host', notKept.uuid)).toBeUndefined();
   });
 });

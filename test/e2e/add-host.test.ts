@@ -141,6 +141,9 @@ describe.skipIf(!support.ok)(`AddKVMHost end to end${support.ok ? '' : ` (skippe
     expect(await hostByIp(h.ip)).toBeUndefined();
     // Stopped, and its secret removed from the host (one command over SSH, after the answer).
     await until(async () => (await h.exec('/opt/hostkeeper/bin/hostkeeper-agentctl status >/dev/null || test -e /etc/hostkeeper/agent.json || echo gone')).stdout.trim() === 'gone', 'agent stopped and config removed', 20_000);
+    // Our key is gone from the host too: the re-add below logs in with the password again.
+    const pub = (await readFile(join(dataDir, 'ssh/id_ed25519.pub'), 'utf8')).trim();
+    expect((await h.exec('cat /root/.ssh/authorized_keys')).stdout.split('\n')).not.toContain(pub);
     const again = await add(h);
     expect(again.status, JSON.stringify(again.body)).toBe(200);
     expect(again.body.inventory.status).toBe('Connected');

@@ -68,3 +68,15 @@ describe('ssh key lines', () => {
     expect(knownHostsLine('10.0.0.1', 2222, line)).toBe(`[10.0.0.1]:2222 ${line}`);
   });
 });
+
+describe('the inventory', () => {
+  it('marks every string !unsafe, so a value holding a template is never evaluated', async () => {
+    const { inventoryYaml } = await import('../../controller/deploy/ansible.ts');
+    const y = inventoryYaml([{ name: 'h1', vars: { ansible_host: '10.0.0.5', ansible_port: 22, ansible_become: false, ansible_user: "{{ lookup('pipe','id') }}" } }]);
+    expect(y).toBe([
+      'all:', '  hosts:', '    "h1":',
+      '      ansible_host: !unsafe "10.0.0.5"', '      ansible_port: 22', '      ansible_become: false',
+      `      ansible_user: !unsafe "{{ lookup('pipe','id') }}"`, '',
+    ].join('\n'));
+  });
+});
