@@ -104,6 +104,27 @@ try {
     steps.push(timings.get(uuid)!);
     await reset(hosts[0]!, uuid);
   }
+  // Nothing to change: the playbook again on a deployed host, and ReconnectHost (SSH drift
+  // check, no playbook, connect).
+  const { uuid: kept } = await addOne(hosts[0]!);
+  const row = (await c.core.repo.get<any>('host', kept))!;
+  const again: number[] = [];
+  const againCpu: number[] = [];
+  const reconnects: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const cpu1 = machineCpuSeconds();
+    const t1 = performance.now();
+    const o = await c.core.hosts.queue.run(kept, () => c.core.deployer.playbook(row));
+    again.push(performance.now() - t1);
+    againCpu.push(machineCpuSeconds() - cpu1);
+    if (!o.ok || o.changed !== 0) throw new Error(`a run with nothing to change changed ${o.changed}: ${o.message ?? ''}`);
+    const t2 = performance.now();
+    const r = await follow(await request(c.server).put(`/zstack/v1/hosts/${kept}/actions`).set(auth).send({ reconnectHost: {} }));
+    if (r.inventory?.status !== 'Connected') throw new Error(`reconnect failed: ${JSON.stringify(r)}`);
+    reconnects.push(performance.now() - t2);
+  }
+  await reset(hosts[0]!, kept);
+
   const batch = hosts.slice(0, BATCH);
   const t0 = performance.now();
   const cpu0 = machineCpuSeconds();
@@ -118,6 +139,8 @@ try {
   log(`AddKVMHost, one host, Node present (median of ${RUNS}): ${f(one)}   (runs: ${singles.map(f).join(', ')})   target < 30 s`);
   log(`  machine CPU for one add (all processes, both sides of SSH): ${median(singleCpu).toFixed(1)} s`);
   log(`  per step (median): ssh ${step(steps, 'ssh')}, playbook ${step(steps, 'playbook')}, connect ${step(steps, 'connect')}`);
+  log(`playbook again with nothing to change (median of ${RUNS}): ${f(median(again))}, changed=0, machine CPU ${median(againCpu).toFixed(1)} s`);
+  log(`ReconnectHost with nothing to change (SSH check, no playbook, connect; median of ${RUNS}): ${f(median(reconnects))}`);
   log(`AddKVMHost, ${BATCH} hosts at once: ${f(batchMs)} = ${(batchMs / one).toFixed(2)}x one host   target < 2x`);
   log(`  machine CPU for the ${BATCH}: ${batchCpu.toFixed(1)} s = ${(batchCpu / BATCH).toFixed(1)} s per host (2 cores: ${(batchCpu / 2).toFixed(1)} s is the floor of the wall time)`);
   log(`  per step (median over the ${BATCH}): ssh ${step(batchSteps, 'ssh')}, playbook ${step(batchSteps, 'playbook')}, connect ${step(batchSteps, 'connect')}`);
