@@ -3,6 +3,7 @@
  * `--name=value`. Pure (tests call it); errors are FlagError with a one-line message.
  */
 import { isIPv4 } from 'node:net';
+import { AGENT_PORT } from '../protocol/agent.ts';
 import { type ConfigFileSettings, isHttpUrl } from './state.ts';
 
 export class FlagError extends Error {}
@@ -115,7 +116,7 @@ export function parseAgentFlags(argv: string[], defaults: { stateDir: string }):
   const stateDir = f.get('state-dir') ?? defaults.stateDir;
   if (!stateDir) throw new FlagError('--state-dir is empty');
   return {
-    listen: parseListen(f.get('listen') ?? '0.0.0.0:7070'),
+    listen: parseListen(f.get('listen') ?? `0.0.0.0:${AGENT_PORT}`),
     controllerUrl: f.has('controller') ? parseUrlFlag(f.get('controller')!, '--controller') : undefined,
     bootstrapToken: token,
     stateDir,

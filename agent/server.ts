@@ -15,7 +15,7 @@ import { randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { hostname as osHostname } from 'node:os';
 import {
-  AGENT_PATHS, AGENT_VERSION, type AgentIdentity, type AgentVm, AUTH, CONTROLLER_AGENT_PATHS, type ConnectCmd, type FactsPush,
+  AGENT_PATHS, AGENT_PORT, AGENT_VERSION, type AgentIdentity, type AgentVm, AUTH, CONTROLLER_AGENT_PATHS, type ConnectCmd, type FactsPush,
   type HostCapacityReport, type HostFacts, MIGRATION_TOKEN_HEADER, ReplayGuard, signedHeaders, type UpdateConfigCmd, verifySigned,
   type VmMigrateCmd, type VmPrepareMigrationCmd, type VmReceiveCmd,
 } from '../protocol/agent.ts';
@@ -219,7 +219,7 @@ export class Agent implements RunningAgent {
 
   listen(): Promise<void> {
     const { host } = this;
-    const port = this.opts.listen?.port ?? 7070;
+    const port = this.opts.listen?.port ?? AGENT_PORT;
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
         const why: Record<string, string> = {

@@ -44,6 +44,7 @@ import { join, resolve } from 'node:path';
 import pino from 'pino';
 import { type RunningController, startController } from '../controller/server.ts';
 import type { Core } from '../controller/core.ts';
+import { intToIp, ipToInt } from '../agent/fleet-core.ts';
 import { AGENT_PATHS, signedHeaders } from '../protocol/agent.ts';
 import type { HostRow } from '../protocol/resources.ts';
 import { Client } from './http.ts';
@@ -156,12 +157,6 @@ function openFds(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
-function ipToInt(ip: string): number {
-  return ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
-}
-function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
 
 /** Controller logs (warn and up) are kept, not printed: the last lines and a count by level. */
 class LogTap {

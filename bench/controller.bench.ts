@@ -21,9 +21,9 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
+import { freePort } from '../test/integration/proc.ts';
 import { Client } from './http.ts';
 import { prng, seedStore } from './seed.ts';
 import { fmtBytes, fmtMs, median, summarize, type Summary, table } from './stats.ts';
@@ -55,18 +55,6 @@ function cleanupSync(): void {
 onExit(cleanupSync);
 
 // ---- processes -------------------------------------------------------------------------------
-
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
 
 interface Spawned {
   child: ChildProcess;

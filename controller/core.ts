@@ -13,7 +13,7 @@ import { createLogger, type Logger } from './log.ts';
 import { Auth } from './services/auth.ts';
 import { GlobalConfigs } from './services/configs.ts';
 import { Hosts } from './services/hosts.ts';
-import { Jobs } from './services/jobs.ts';
+import { Jobs, sweepExpired } from './services/jobs.ts';
 import { EmbeddedStore } from './store/embedded-store.ts';
 import type { Repository } from './store/repository.ts';
 
@@ -55,6 +55,7 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     await jobs.start();
     const auth = new Auth(repo, clock);
     jobs.onSweep(() => auth.sweep());
+    jobs.onSweep(() => sweepExpired(repo, 'bootstrapToken', clock.now()));
     if (!(await auth.adminExists())) {
       let password = opts.adminPassword;
       if (!password) {
@@ -71,7 +72,7 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     const hosts = new Hosts(repo, clock, log);
     const agents = new HostAgents(repo, clock, log, configs, hosts, opts.agents);
     const key = await loadOrCreateKey(opts.dataDir);
-    const deployer = new Deployer(repo, log, hosts, agents, key, {
+    const deployer = new Deployer(repo, clock, log, hosts, agents, key, {
       hypervisor: 'libvirt', advertiseUrl: opts.agents?.advertiseUrl, ...opts.deploy, dataDir: opts.dataDir,
     });
     return {

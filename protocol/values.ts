@@ -74,6 +74,11 @@ export function formatSize(bytes: number): string {
   return `${bytes}B`;
 }
 
+/** A socket address without the IPv4-mapped IPv6 prefix (`::ffff:10.0.0.1` -> `10.0.0.1`). */
+export function plainIPv4(address: string | undefined): string {
+  return (address ?? '').replace(/^::ffff:/, '');
+}
+
 export function isIPv4Address(s: string): boolean {
   return isIPv4(s);
 }

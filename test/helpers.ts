@@ -51,6 +51,20 @@ export async function makeController(opts: { dir?: string; clock?: FakeClock; lo
   };
 }
 
+/**
+ * Polls `fn` (real time: for real processes and hosts) until it returns something truthy,
+ * which is returned; throws naming `what` after `ms`.
+ */
+export async function until<T>(fn: () => Promise<T | undefined | false>, what: string, ms = 15_000, everyMs = 20): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((ok) => setTimeout(ok, everyMs));
+  }
+}
+
 /** Every file under `dir`, recursively (for "the secret is nowhere on disk" checks). */
 export async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];

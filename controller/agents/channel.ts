@@ -15,7 +15,6 @@ export class Channel {
   /** The heartbeat period asked of the agent, and the silence allowed for it. */
   heartbeatMs = HEARTBEAT_MS;
   deadlineMs = heartbeatDeadline(HEARTBEAT_MS);
-  readonly openedAt: number;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (i: AgentIdentity) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private closedByUs = false;
@@ -29,7 +28,7 @@ export class Channel {
     private readonly now: () => number,
     private readonly onLost: (reason: string) => void,
   ) {
-    this.openedAt = this.lastSeen = now();
+    this.lastSeen = now();
   }
 
   /** @internal */

@@ -34,7 +34,7 @@ export interface CallResult<T> {
 }
 
 export class AgentClient {
-  readonly global: Semaphore;
+  private readonly global: Semaphore;
   private readonly perHost = new Map<string, Semaphore>();
 
   constructor(
@@ -132,7 +132,4 @@ export class AgentClient {
     });
   }
 
-  close(): void {
-    // Nothing pooled to close: sessions are destroyed by their owners.
-  }
 }

@@ -13,13 +13,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  AGENT_PATHS, type AgentIdentity, type CapacityRsp, type ConnectRsp, type FactRsp, HEARTBEAT_MS, heartbeatDeadline, heartbeatPeriodFor, type HostFacts,
+  AGENT_PATHS, AGENT_PORT, type AgentIdentity, type CapacityRsp, type ConnectRsp, type FactRsp, HEARTBEAT_MS, heartbeatDeadline, heartbeatPeriodFor, type HostFacts,
   type PingRsp, type VmListRsp,
 } from '../../protocol/agent.ts';
 import { HkError, operationError } from '../../protocol/errors.ts';
 import { inMaintenance } from '../../protocol/states.ts';
 import type { HostRow, VmRow } from '../../protocol/resources.ts';
 import { metadataTag } from '../../protocol/tags.ts';
+import { plainIPv4 } from '../../protocol/values.ts';
 import { type Clock, sleep } from '../clock.ts';
 import { runFlow, type Step } from '../flow.ts';
 import type { Logger } from '../log.ts';
@@ -135,7 +136,7 @@ export class HostAgents {
     if (!h.agentSecret) {
       throw operationError(`${hostRef(h)} has no agent credentials yet: add it with AddKVMHost (deploys the agent) or start its agent with a bootstrap token`);
     }
-    return { uuid: h.uuid, managementIp: h.managementIp, agentPort: h.agentPort ?? 7070, secret: h.agentSecret };
+    return { uuid: h.uuid, managementIp: h.managementIp, agentPort: h.agentPort ?? AGENT_PORT, secret: h.agentSecret };
   }
 
   isTracked(uuid: string): boolean {
@@ -200,7 +201,7 @@ export class HostAgents {
         name: 'reach-agent',
         run: async () => {
           const r = await this.client.call(target, AGENT_PATHS.echo, {}, timeout, session);
-          ctx.controllerUrl = this.opts.advertiseUrl ?? `http://${r.localAddress.replace(/^::ffff:/, '')}:${this.listenPort}`;
+          ctx.controllerUrl = this.opts.advertiseUrl ?? `http://${plainIPv4(r.localAddress)}:${this.listenPort}`;
         },
       },
       {
@@ -314,6 +315,13 @@ export class HostAgents {
     this.adaptHeartbeat();
   }
 
+  /** A deleted host: stop watching and reconnecting it, and drop its per-host call limit. */
+  forgetHost(uuid: string): void {
+    this.untrack(uuid);
+    this.cancelReconnect(uuid);
+    this.client.forget(uuid);
+  }
+
   /** The heartbeat period this controller asks of its agents (protocol/agent.ts). */
   get heartbeatMs(): number {
     return this.beatMs;
@@ -372,9 +380,9 @@ export class HostAgents {
         const timeout = this.timeoutMs;
         try {
           if (t.channel?.open) return await t.channel.ping(timeout);
-          return (await this.client.call<PingRsp>(HostAgents.target(host), AGENT_PATHS.ping, { hostUuid: uuid }, timeout)).body;
+          return await this.httpPing(host, timeout);
         } catch {
-          return (await this.client.call<PingRsp>(HostAgents.target(host), AGENT_PATHS.ping, { hostUuid: uuid }, timeout)).body;
+          return await this.httpPing(host, timeout);
         }
       });
       if (this.tracked.get(uuid) !== t) return;
@@ -390,6 +398,11 @@ export class HostAgents {
     } finally {
       t.pingInFlight = false;
     }
+  }
+
+  /** A ping over plain HTTP (no channel): the agent's identity. */
+  private async httpPing(host: HostRow, timeoutMs: number): Promise<PingRsp> {
+    return (await this.client.call<PingRsp>(HostAgents.target(host), AGENT_PATHS.ping, { hostUuid: host.uuid }, timeoutMs)).body;
   }
 
   private identityChange(was: AgentIdentity, now: AgentIdentity, uuid: string): string | undefined {
@@ -409,9 +422,9 @@ export class HostAgents {
       if (!host || this.tracked.get(uuid) !== t) return;
       try {
         const target = HostAgents.target(host);
-        const r = await this.client.call<PingRsp>(target, AGENT_PATHS.ping, { hostUuid: uuid }, Math.min(this.timeoutMs, 2000));
+        const pong = await this.httpPing(host, Math.min(this.timeoutMs, 2000));
         if (this.tracked.get(uuid) !== t) return;
-        const changed = this.identityChange(t.identity, r.body, uuid);
+        const changed = this.identityChange(t.identity, pong, uuid);
         if (changed) throw new Error(changed);
         t.channel = await openChannel(target, () => this.clock.now(), this.timeoutMs, (w) => this.onChannelLost(uuid, w));
         this.tellHeartbeat(t.channel);
@@ -513,7 +526,7 @@ export class HostAgents {
     if (this.braking) {
       // Probe only: one answer means we can see hosts again.
       try {
-        await this.client.call<PingRsp>(HostAgents.target(host), AGENT_PATHS.ping, { hostUuid: uuid }, this.timeoutMs);
+        await this.httpPing(host, this.timeoutMs);
         this.braking = false;
         this.drops.length = 0;
         this.log.warn({ host: uuid }, 'hosts answer again: releasing the mass-failure brake');
@@ -613,6 +626,5 @@ export class HostAgents {
     for (const uuid of [...this.tracked.keys()]) this.untrack(uuid);
     for (const u of this.unsubscribe) u();
     await Promise.allSettled([...this.connecting.values()]);
-    this.client.close();
   }
 }

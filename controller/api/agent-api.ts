@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { type FactsPush, ReplayGuard, type RegisterRsp, verifySigned } from '../../protocol/agent.ts';
 import { toHkError } from '../../protocol/errors.ts';
 import type { HostRow } from '../../protocol/resources.ts';
+import { isUuid, plainIPv4 } from '../../protocol/values.ts';
 import { HostAgents, metadataTags } from '../agents/host-agents.ts';
 import type { Core } from '../core.ts';
 import { checkBootstrapToken } from '../services/bootstrap.ts';
@@ -37,7 +38,7 @@ export function agentRouter(core: Core): express.Router {
         log.warn({ from: req.socket.remoteAddress, hostname: b.hostname }, 'registration refused: unknown or expired bootstrap token');
         return fail(res, 401, 'unknown or expired bootstrap token');
       }
-      const ip = b.managementIp === '0.0.0.0' ? (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '') : b.managementIp;
+      const ip = b.managementIp === '0.0.0.0' ? plainIPv4(req.socket.remoteAddress) : b.managementIp;
       const secret = HostAgents.newSecret();
       let host: HostRow;
       try {
@@ -65,7 +66,7 @@ export function agentRouter(core: Core): express.Router {
     void (async () => {
       const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
       const claimed = req.get('x-hk-host') ?? '';
-      const host = /^[0-9a-f]{32}$/.test(claimed) ? await repo.get<HostRow>('host', claimed) : undefined;
+      const host = isUuid(claimed) ? await repo.get<HostRow>('host', claimed) : undefined;
       const v = verifySigned(req.headers, 'POST', req.originalUrl, raw, clock.now(), () => host?.agentSecret ?? undefined, guard);
       if (!v.ok) {
         log.warn({ from: req.socket.remoteAddress, why: v.why }, 'agent push refused');

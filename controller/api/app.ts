@@ -245,8 +245,7 @@ export function createApp(core: Core): express.Express {
   deleteRoute('zones', 'zone', 'zone', 'DeleteZone', deleteZone);
   deleteRoute('clusters', 'cluster', 'cluster', 'DeleteCluster', deleteCluster);
   deleteRoute('hosts', 'host', 'host', 'DeleteHost', deleteHost, (row) => {
-    agents.untrack(row.uuid);
-    agents.cancelReconnect(row.uuid);
+    agents.forgetHost(row.uuid);
     // The record is gone whatever happens on the host; undoing the deployment there (agent
     // stopped, its secret and our key removed) is best effort, after the answer.
     deployer.stopAgent(row).then(

@@ -13,12 +13,13 @@
  * a host that never got the key (the password is gone) and resumes one that did.
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
+import { AGENT_PORT, sha256hex } from '../../protocol/agent.ts';
 import { HkError } from '../../protocol/errors.ts';
 import type { HostRow } from '../../protocol/resources.ts';
 import type { HostAgents } from '../agents/host-agents.ts';
+import type { Clock } from '../clock.ts';
 import { runFlow, type Step } from '../flow.ts';
 import type { Logger } from '../log.ts';
 import type { Hosts } from '../services/hosts.ts';
@@ -27,7 +28,7 @@ import type { JobHandle } from '../services/jobs.ts';
 import type { Repository } from '../store/repository.ts';
 import type { ControllerKey } from './keys.ts';
 import { type PlaybookHost, type PlaybookOutcome, PlaybookRunner } from './ansible.ts';
-import { SshError, SshSession, type SshTarget } from './ssh.ts';
+import { shCommand, SshError, SshSession, type SshTarget } from './ssh.ts';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 export const ANSIBLE_DIR = join(ROOT, 'ansible');
@@ -74,7 +75,6 @@ export function agentConfig(h: { uuid: string; agentSecret: string }, controller
   return `${JSON.stringify({ hostUuid: h.uuid, secret: h.agentSecret, controllerUrl, listen: `0.0.0.0:${port}`, hypervisor }, null, 2)}\n`;
 }
 
-const sha256 = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
 
 export class Deployer {
   readonly runner: PlaybookRunner;
@@ -84,6 +84,7 @@ export class Deployer {
 
   constructor(
     private readonly repo: Repository,
+    private readonly clock: Clock,
     private readonly log: Logger,
     private readonly hosts: Hosts,
     private readonly agents: HostAgents,
@@ -106,7 +107,7 @@ export class Deployer {
   }
 
   get agentPort(): number {
-    return this.opts.agentPort ?? 7070;
+    return this.opts.agentPort ?? AGENT_PORT;
   }
 
   /** The agent as one file, built once per controller process (the same source gives the same bytes). */
@@ -118,7 +119,7 @@ export class Deployer {
         await buildBundle(out);
         path = join(out, 'hostkeeper-agent.mjs');
       }
-      return { path, sha: sha256(await readFile(path)) };
+      return { path, sha: sha256hex(await readFile(path)) };
     })();
     this.bundle.catch(() => { this.bundle = undefined; });
     return this.bundle;
@@ -213,8 +214,7 @@ export class Deployer {
 
   /** The deploy failed: remove the record, or keep it Disconnected with the reason. */
   private async giveUp(uuid: string, keep: boolean, reason: string): Promise<void> {
-    this.agents.untrack(uuid);
-    this.agents.cancelReconnect(uuid);
+    this.agents.forgetHost(uuid);
     await this.repo.transaction(async (tx) => {
       if (!(await tx.get('host', uuid))) return;
       if (keep) {
@@ -225,7 +225,7 @@ export class Deployer {
         // ReconnectHost redeploys.
         if (h?.deployPhase === 'login') await tx.update<HostRow>('host', uuid, { deployPhase: undefined, agentSecret: null });
       } else {
-        await deleteHost(tx, Date.now(), uuid, 'Enforcing');
+        await deleteHost(tx, this.clock.now(), uuid, 'Enforcing');
       }
     });
     this.log.warn({ host: uuid, kept: keep, reason }, keep ? 'host kept Disconnected after a failed add' : 'host removed after a failed add');
@@ -264,10 +264,6 @@ export class Deployer {
     });
   }
 
-  private sudo(host: HostRow): string {
-    return host.sshBecome ? 'sudo -n ' : '';
-  }
-
   /**
    * What differs between the host and what this controller would deploy; empty when
    * nothing does. Over SSH with the key.
@@ -276,12 +272,11 @@ export class Deployer {
     const bundle = await this.agentBundle();
     const ssh = await this.keySession(host);
     try {
-      const s = this.sudo(host);
-      const r = await ssh.exec(`${s}sha256sum ${REMOTE.bundle} ${REMOTE.config} 2>/dev/null; ${s}${REMOTE.ctl} status >/dev/null 2>&1 && echo agent-running`, { timeoutMs: 15_000 });
+      const r = await ssh.exec(shCommand(`sha256sum ${REMOTE.bundle} ${REMOTE.config} 2>/dev/null; ${REMOTE.ctl} status >/dev/null 2>&1 && echo agent-running`, host.sshBecome), { timeoutMs: 15_000 });
       const sums = new Map(r.stdout.split('\n').map((l) => l.trim().split(/\s+/)).filter((p) => p.length === 2).map(([sum, file]) => [file!, sum!]));
       const out: string[] = [];
       if (sums.get(REMOTE.bundle) !== bundle.sha) out.push(sums.has(REMOTE.bundle) ? 'the agent differs from this controller\'s' : 'the agent is not installed');
-      if (sums.get(REMOTE.config) !== sha256(this.configFor(host))) out.push(sums.has(REMOTE.config) ? 'the agent config differs' : 'the agent config is missing');
+      if (sums.get(REMOTE.config) !== sha256hex(this.configFor(host))) out.push(sums.has(REMOTE.config) ? 'the agent config differs' : 'the agent config is missing');
       if (!/agent-running/.test(r.stdout)) out.push('the agent is not running');
       return out;
     } finally {
@@ -352,8 +347,8 @@ export class Deployer {
         'if [ -f "$a" ] && grep -qxF "$key" "$a"; then grep -vxF "$key" "$a" > "$a.hk-new"; chmod 600 "$a.hk-new"; mv -f "$a.hk-new" "$a"; fi',
         'echo done',
       ].join('\n');
-      const r = await ssh.exec(`${this.sudo(host)}sh -c '${script.replace(/'/g, `'"'"'`)}'`, {
-        stdin: `${sha256(this.configFor(host))}\n${this.key.publicKey.trim()}\n`, timeoutMs: 30_000,
+      const r = await ssh.exec(shCommand(script, host.sshBecome), {
+        stdin: `${sha256hex(this.configFor(host))}\n${this.key.publicKey.trim()}\n`, timeoutMs: 30_000,
       });
       return r.code === 0;
     } finally {

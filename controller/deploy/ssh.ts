@@ -7,6 +7,7 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { Client, type ClientChannel } from 'ssh2';
+import { plainIPv4 } from '../../protocol/values.ts';
 
 export type SshFailure = 'unreachable' | 'port-closed' | 'auth' | 'host-key-changed' | 'timeout' | 'no-root' | 'command';
 
@@ -65,6 +66,11 @@ function socketError(err: NodeJS.ErrnoException, t: SshTarget): SshError {
   }
 }
 
+/** `sh -c '<script>'` as one command line (optionally through sudo), the script single-quoted. */
+export function shCommand(script: string, sudo = false): string {
+  return `${sudo ? 'sudo -n ' : ''}sh -c '${script.replace(/'/g, `'"'"'`)}'`;
+}
+
 /** One open SSH session. */
 export class SshSession {
   private constructor(private readonly client: Client, readonly hostKey: string, readonly localAddress: string, readonly username: string) {}
@@ -120,7 +126,7 @@ export class SshSession {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        resolve(new SshSession(client, seenKey, (sock!.localAddress ?? '').replace(/^::ffff:/, ''), t.username));
+        resolve(new SshSession(client, seenKey, plainIPv4(sock!.localAddress), t.username));
       });
       // `on`, not `once`: a second error after the first (or after ready) must not go unhandled.
       client.on('error', (err: Error & { level?: string }) => {
@@ -183,7 +189,7 @@ export class SshSession {
       'grep -qxF "$key" "$f" || printf "%s\\n" "$key" >> "$f"',
       'if command -v restorecon >/dev/null 2>&1; then restorecon -R "$d" >/dev/null 2>&1 || true; fi',
     ].join('\n');
-    const r = await this.exec(`sh -c '${script.replace(/'/g, `'"'"'`)}'`, { stdin: `${publicKey.trim()}\n`, timeoutMs: 15_000 });
+    const r = await this.exec(shCommand(script), { stdin: `${publicKey.trim()}\n`, timeoutMs: 15_000 });
     if (r.code !== 0) throw new SshError('command', `installing the controller's SSH key in ~${this.username}/.ssh/authorized_keys failed: ${(r.stderr || r.stdout).trim().slice(0, 500)}`);
   }
 

@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { HkError } from '../../protocol/errors.ts';
 import { newUuid } from '../../protocol/values.ts';
 import type { Clock } from '../clock.ts';
+import { sweepExpired } from './jobs.ts';
 import type { Repository } from '../store/repository.ts';
 
 const scrypt = promisify(scryptCb) as (pw: string, salt: Buffer, len: number) => Promise<Buffer>;
@@ -90,14 +91,8 @@ export class Auth {
     if (await this.repo.get('session', sessionUuid)) await this.repo.transaction((tx) => tx.remove('session', sessionUuid));
   }
 
-  /** Deletes expired sessions and expired bootstrap tokens; returns how many. */
+  /** Deletes expired sessions; returns how many. */
   async sweep(): Promise<number> {
-    const now = this.clock.now();
-    const dead = [
-      ...(await this.repo.all<SessionRow>('session')).filter((s) => s.expiredDate <= now).map((s) => ['session', s.uuid] as const),
-      ...(await this.repo.all<{ uuid: string; expiredDate: number }>('bootstrapToken')).filter((t) => t.expiredDate <= now).map((t) => ['bootstrapToken', t.uuid] as const),
-    ];
-    if (dead.length > 0) await this.repo.transaction(async (tx) => { for (const [kind, uuid] of dead) await tx.remove(kind, uuid); });
-    return dead.length;
+    return sweepExpired(this.repo, 'session', this.clock.now());
   }
 }

@@ -6,7 +6,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { invalidArgument } from '../../protocol/errors.ts';
 import type { ClusterRow } from '../../protocol/resources.ts';
-import { newUuid } from '../../protocol/values.ts';
+import { isUuid, newUuid } from '../../protocol/values.ts';
 import type { Repository, Tx } from '../store/repository.ts';
 
 export interface BootstrapTokenRow {
@@ -37,7 +37,7 @@ export async function createBootstrapToken(
 /** The live token row for `token`, or undefined (unknown, wrong or expired). */
 export async function checkBootstrapToken(repo: Repository, token: string, now: number): Promise<BootstrapTokenRow | undefined> {
   const uuid = token.split('.')[0] ?? '';
-  if (!/^[0-9a-f]{32}$/.test(uuid)) return undefined;
+  if (!isUuid(uuid)) return undefined;
   const row = await repo.get<BootstrapTokenRow>('bootstrapToken', uuid);
   if (!row || row.expiredDate <= now) return undefined;
   const a = Buffer.from(row.tokenHash, 'hex');

@@ -186,3 +186,10 @@ export class Jobs {
     this.cancelSweep?.();
   }
 }
+
+/** Deletes the rows of `kind` whose expiredDate has passed (sessions, bootstrap tokens); returns how many. */
+export async function sweepExpired(repo: Repository, kind: 'session' | 'bootstrapToken', now: number): Promise<number> {
+  const dead = (await repo.all<{ uuid: string; expiredDate: number }>(kind)).filter((r) => r.expiredDate <= now).map((r) => r.uuid);
+  if (dead.length > 0) await repo.transaction(async (tx) => { for (const uuid of dead) await tx.remove(kind, uuid); });
+  return dead.length;
+}

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../controller/cli/run.ts';
 import { type RunningController, startController } from '../../controller/server.ts';
 import type { HostRow, TagRow } from '../../protocol/resources.ts';
-import { ADMIN_PASSWORD, filesUnder, silentLog, tempDir } from '../helpers.ts';
+import { ADMIN_PASSWORD, filesUnder, silentLog, tempDir, until as pollUntil } from '../helpers.ts';
 import { createTestHosts, type TestHost, testHostsSupport, unreachableIp } from '../hosts/testhosts.ts';
 
 const support = await testHostsSupport();
@@ -40,15 +40,8 @@ const add = async (h: { ip: string; rootPassword: string }, over: Record<string,
 const reconnect = async (uuid: string) => follow(await request(c.server).put(`/zstack/v1/hosts/${uuid}/actions`).set(auth).send({ reconnectHost: {} }));
 const hostByIp = async (ip: string) => (await c.core.repo.find<HostRow>('host', { managementIp: ip }))[0];
 
-async function until<T>(fn: () => Promise<T | undefined | false>, what: string, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((ok) => setTimeout(ok, 100));
-  }
-}
+/** Polls every 100 ms: each look at a host spawns nsenter. */
+const until = <T>(fn: () => Promise<T | undefined | false>, what: string, ms: number) => pollUntil(fn, what, ms, 100);
 
 const agentPid = async (h: TestHost) => (await h.exec('cat /var/lib/hostkeeper-agent/agent.pid')).stdout.trim();
 

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AGENT_PATHS, signedHeaders } from '../../protocol/agent.ts';
 import type { HostRow, TagRow } from '../../protocol/resources.ts';
 import { type RunningController, startController } from '../../controller/server.ts';
-import { ADMIN_PASSWORD, silentLog, tempDir } from '../helpers.ts';
+import { ADMIN_PASSWORD, silentLog, tempDir, until } from '../helpers.ts';
 import { ROOT } from './proc.ts';
 
 let c: RunningController;
@@ -21,16 +21,6 @@ let auth: { Authorization: string };
 let token: string;
 let clusterUuid: string;
 const agents: ChildProcess[] = [];
-
-async function until<T>(fn: () => Promise<T | undefined | false>, what: string, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 function startAgent(ip: string, stateDir: string): ChildProcess & { out: () => string } {
   let out = '';
