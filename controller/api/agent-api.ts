@@ -2,24 +2,30 @@
  * What agents call on the controller (protocol/agent.ts CONTROLLER_AGENT_PATHS), apart from
  * the admin API: registration with a bootstrap token, and signed pushes.
  */
+import { networkInterfaces } from 'node:os';
 import express, { type Request, type Response } from 'express';
-import { z } from 'zod';
-import { type FactsPush, ReplayGuard, type RegisterRsp, verifySigned } from '../../protocol/agent.ts';
+import { ReplayGuard, type RegisterRsp, verifySigned } from '../../protocol/agent.ts';
+import { FactsPushSchema, RegisterSchema } from '../../protocol/agent-schemas.ts';
+import { describeIssue } from '../../protocol/api.ts';
 import { toHkError } from '../../protocol/errors.ts';
 import type { HostRow } from '../../protocol/resources.ts';
-import { isUuid, plainIPv4 } from '../../protocol/values.ts';
+import { type ControllerEndpoint, isUuid, normalizeIp } from '../../protocol/values.ts';
 import { HostAgents, metadataTags } from '../agents/host-agents.ts';
 import type { Core } from '../core.ts';
 import { checkBootstrapToken } from '../services/bootstrap.ts';
 import { insertHost } from '../services/inventory.ts';
 import { syncInherentTags } from '../services/tags.ts';
 
-const RegisterBody = z.strictObject({
-  token: z.string().min(1).max(200),
-  hostname: z.string().min(1).max(255),
-  managementIp: z.string().min(1).max(253),
-  port: z.number().int().min(1).max(65535),
-});
+/**
+ * The controller's own endpoint as seen from a request it serves: the port the request came
+ * in on and every address of this machine (the listener may be on 0.0.0.0). A host address
+ * equal to it would have the controller call itself as if it were an agent.
+ */
+export function controllerEndpoint(req: Request): ControllerEndpoint {
+  const addresses = Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address));
+  if (req.socket.localAddress) addresses.push(req.socket.localAddress);
+  return { ports: req.socket.localPort ? [req.socket.localPort] : [], addresses };
+}
 
 const fail = (res: Response, status: number, error: string) => res.status(status).json({ success: false, error });
 
@@ -30,20 +36,24 @@ export function agentRouter(core: Core): express.Router {
 
   r.post('/v1/register', express.json({ limit: '16kb', type: () => true }), (req: Request, res: Response) => {
     void (async () => {
-      const parsed = RegisterBody.safeParse(req.body);
-      if (!parsed.success) return fail(res, 400, `bad registration: ${parsed.error.issues[0]!.path.join('.')} ${parsed.error.issues[0]!.message}`);
+      const parsed = RegisterSchema.safeParse(req.body);
+      if (!parsed.success) return fail(res, 400, `bad registration: ${describeIssue(parsed.error.issues[0]!)}`);
       const b = parsed.data;
       const token = await checkBootstrapToken(repo, b.token, clock.now());
       if (!token) {
         log.warn({ from: req.socket.remoteAddress, hostname: b.hostname }, 'registration refused: unknown or expired bootstrap token');
         return fail(res, 401, 'unknown or expired bootstrap token');
       }
-      const ip = b.managementIp === '0.0.0.0' ? plainIPv4(req.socket.remoteAddress) : b.managementIp;
+      // 0.0.0.0 means "the address you see me from"; normalised so `::ffff:10.0.0.1` is 10.0.0.1.
+      const ip = b.managementIp === '0.0.0.0' ? (normalizeIp(req.socket.remoteAddress ?? '') ?? '') : b.managementIp;
       const secret = HostAgents.newSecret();
       let host: HostRow;
       try {
         host = await repo.transaction(async (tx) => {
-          const h = await insertHost(tx, clock.now(), { name: b.hostname, managementIp: ip, clusterUuid: token.clusterUuid }, 'Connecting', 'registered with a bootstrap token');
+          const h = await insertHost(
+            tx, clock.now(), { name: b.hostname, managementIp: ip, clusterUuid: token.clusterUuid, agentPort: b.port },
+            'Connecting', 'registered with a bootstrap token', {}, controllerEndpoint(req),
+          );
           return tx.update<HostRow>('host', h.uuid, { agentPort: b.port, agentSecret: secret });
         });
       } catch (err) {
@@ -72,13 +82,21 @@ export function agentRouter(core: Core): express.Router {
         log.warn({ from: req.socket.remoteAddress, why: v.why }, 'agent push refused');
         return fail(res, 401, 'unauthorized');
       }
-      let push: FactsPush;
+      let body: unknown;
       try {
-        push = JSON.parse(raw.toString('utf8')) as FactsPush;
-        if (!push?.facts || typeof push.facts.osDistribution !== 'string') throw new Error();
+        body = JSON.parse(raw.toString('utf8'));
       } catch {
         return fail(res, 400, 'body must be {"facts":{...}}');
       }
+      // Signed by the host's own secret, which says who sent it, not that it is sane: every
+      // field is checked before anything is stored (a bad one: 400 naming it, nothing written).
+      const parsed = FactsPushSchema.safeParse(body);
+      if (!parsed.success) {
+        const why = describeIssue(parsed.error.issues[0]!);
+        log.warn({ host: host!.uuid, why }, 'agent push refused: bad facts');
+        return fail(res, 400, why);
+      }
+      const push = parsed.data;
       await repo.transaction((tx) => syncInherentTags(tx, host!.uuid, metadataTags(push.facts), clock.now()));
       log.info({ host: host!.uuid }, 'host facts changed (agent push)');
       res.status(200).json({ success: true });

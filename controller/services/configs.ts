@@ -3,7 +3,7 @@
  * and change announcements so that dependants (the ping loop, the allocator) pick up a new
  * value without a restart.
  */
-import { CONFIG_DEFS, configKey, findConfigDef } from '../../protocol/configs.ts';
+import { CONFIG_DEFS, CONFIG_RELATIONS, configKey, findConfigDef } from '../../protocol/configs.ts';
 import { invalidArgument, notFound } from '../../protocol/errors.ts';
 import type { GlobalConfigRow } from '../../protocol/resources.ts';
 import type { Logger } from '../log.ts';
@@ -41,6 +41,18 @@ export class GlobalConfigs {
           gc.values.set(key, def.defaultValue);
         }
       }
+      // Stored values from before a relation existed (ping.interval 5 with ping.timeout 10)
+      // are each valid alone; the pair goes back to its defaults, which keep every relation.
+      for (const rel of CONFIG_RELATIONS) {
+        const problem = rel.check((k) => gc.values.get(k)!);
+        if (!problem) continue;
+        log.warn({ configs: rel.keys, problem }, 'stored values break a rule between configs; using their defaults');
+        for (const key of rel.keys) {
+          const def = CONFIG_DEFS.find((d) => configKey(d.category, d.name) === key)!;
+          await tx.update<GlobalConfigRow>('config', key, { value: def.defaultValue });
+          gc.values.set(key, def.defaultValue);
+        }
+      }
     });
     return gc;
   }
@@ -65,7 +77,19 @@ export class GlobalConfigs {
     if (!def.validate(value)) {
       throw invalidArgument(`value[${value}] of global config[${category}/${name}] is invalid: it must be ${def.rule}`);
     }
-    return tx.update<GlobalConfigRow>('config', configKey(category, name), { value });
+    const key = configKey(category, name);
+    // The other side of a relation is read in this transaction, not from `values`: two updates
+    // in flight (timeout up, interval down) are serialised by the store, and the second sees
+    // the first's value, so together they cannot break the rule either.
+    for (const rel of CONFIG_RELATIONS.filter((r) => r.keys.includes(key))) {
+      const now = new Map<string, string>([[key, value]]);
+      for (const k of rel.keys) {
+        if (k !== key) now.set(k, (await tx.get<GlobalConfigRow>('config', k))?.value ?? this.values.get(k)!);
+      }
+      const problem = rel.check((k) => now.get(k)!);
+      if (problem) throw invalidArgument(`value[${value}] of global config[${key}] is invalid: ${problem}`);
+    }
+    return tx.update<GlobalConfigRow>('config', key, { value });
   }
 
   /** Call after the transaction holding prepareUpdate committed. */

@@ -6,7 +6,8 @@
 import { HkError, invalidArgument, notFound } from '../../protocol/errors.ts';
 import type { ClusterRow, HostRow, TagRow, VmRow, ZoneRow } from '../../protocol/resources.ts';
 import type { ResourceType } from '../../protocol/tags.ts';
-import { isManagementAddress, isUuid, newUuid } from '../../protocol/values.ts';
+import { AGENT_PORT } from '../../protocol/agent.ts';
+import { type ControllerEndpoint, isControllerEndpoint, isUuid, newUuid, normalizeManagementAddress } from '../../protocol/values.ts';
 import type { Tx } from '../store/repository.ts';
 import { checkSystemTag, createTag, removeTagsOf } from './tags.ts';
 
@@ -73,6 +74,8 @@ export interface AddHostParams {
   sshPort?: number;
   description?: string;
   resourceUuid?: string;
+  /** Where the host's agent listens (default AGENT_PORT): checked against the controller's own endpoint. */
+  agentPort?: number;
 }
 
 export const EMPTY_CAPACITY = {
@@ -80,50 +83,72 @@ export const EMPTY_CAPACITY = {
   availableMemoryCapacity: 0, totalPhysicalMemory: 0, availablePhysicalMemory: 0,
 };
 
-/** Checks an add-host request against the inventory (ZStack's HostApiInterceptor rules). */
-export async function checkNewHost(tx: Tx, p: AddHostParams): Promise<ClusterRow> {
-  if (!isManagementAddress(p.managementIp)) {
-    throw invalidArgument(`params.managementIp[${p.managementIp}] is neither an IPv4 address nor a valid hostname`);
+/**
+ * The management address in the one spelling the inventory stores and compares (see
+ * normalizeManagementAddress: `0x7f.0.0.12` or `localhost` are refused, names lowercased), and
+ * not the controller's own API (`self`, when the caller knows it), which the controller would
+ * otherwise call as if it were the host's agent. Throws SYS.1007 naming `field`.
+ */
+export function checkManagementAddress(field: string, raw: string, agentPort: number, self?: ControllerEndpoint): string {
+  const r = normalizeManagementAddress(raw);
+  if (r.problem !== undefined) throw invalidArgument(`${field}[${raw}] ${r.problem}`);
+  if (self && isControllerEndpoint(r.address, agentPort, self)) {
+    throw invalidArgument(`${field}[${raw}] with agent port ${agentPort} is this controller's own API, not a host's agent`);
   }
-  const cluster = await tx.get<ClusterRow>('cluster', p.clusterUuid);
-  if (!cluster) throw invalidArgument(`params.clusterUuid: cluster[uuid:${p.clusterUuid}] does not exist`);
-  const dup = await tx.find<HostRow>('host', { managementIp: p.managementIp });
-  if (dup.length > 0) {
-    throw invalidArgument(`params.managementIp[${p.managementIp}] is already used by host[uuid:${dup[0]!.uuid}, name:${dup[0]!.name}]`);
-  }
-  return cluster;
+  return r.address;
 }
 
+async function checkUnusedAddress(tx: Tx, field: string, raw: string, address: string): Promise<void> {
+  const dup = await tx.find<HostRow>('host', { managementIp: address });
+  if (dup.length > 0) {
+    const as = address === raw ? '' : ` (as ${address})`;
+    throw invalidArgument(`${field}[${raw}]${as} is already used by host[uuid:${dup[0]!.uuid}, name:${dup[0]!.name}]`);
+  }
+}
+
+/**
+ * Checks an add-host request against the inventory (ZStack's HostApiInterceptor rules);
+ * returns the cluster and the management address to store.
+ */
+export async function checkNewHost(tx: Tx, p: AddHostParams, self?: ControllerEndpoint): Promise<{ cluster: ClusterRow; managementIp: string }> {
+  const managementIp = checkManagementAddress('params.managementIp', p.managementIp, p.agentPort ?? AGENT_PORT, self);
+  const cluster = await tx.get<ClusterRow>('cluster', p.clusterUuid);
+  if (!cluster) throw invalidArgument(`params.clusterUuid: cluster[uuid:${p.clusterUuid}] does not exist`);
+  await checkUnusedAddress(tx, 'params.managementIp', p.managementIp, managementIp);
+  return { cluster, managementIp };
+}
+
+/** `self`: the controller's own API endpoint, so that a host cannot be the controller itself. */
 export async function insertHost(
   tx: Tx, now: number, p: AddHostParams, status: HostRow['status'], statusReason: string, tags: TagsParam = {},
+  self?: ControllerEndpoint,
 ): Promise<HostRow> {
-  const cluster = await checkNewHost(tx, p);
+  const { cluster, managementIp } = await checkNewHost(tx, p, self);
   const uuid = await pickUuid(tx, p.resourceUuid);
   const host = await tx.insert<HostRow>('host', {
     uuid, name: p.name, description: p.description ?? null, zoneUuid: cluster.zoneUuid,
-    clusterUuid: cluster.uuid, managementIp: p.managementIp, hypervisorType: 'KVM', state: 'Enabled', status,
+    clusterUuid: cluster.uuid, managementIp, hypervisorType: 'KVM', state: 'Enabled', status,
     createDate: now, lastOpDate: now, ...EMPTY_CAPACITY, sshPort: p.sshPort ?? 22, statusReason,
   });
   await attachTags(tx, 'HostVO', uuid, tags, now);
   return host;
 }
 
+/** `self`: the controller's own API endpoint, so that a host cannot be moved onto the controller. */
 export async function updateHost(
-  tx: Tx, now: number, uuid: string, p: { name?: string; description?: string; managementIp?: string },
+  tx: Tx, now: number, uuid: string, p: { name?: string; description?: string; managementIp?: string }, self?: ControllerEndpoint,
 ): Promise<HostRow> {
   const host = await tx.get<HostRow>('host', uuid);
   if (!host) throw notFound(`host[uuid:${uuid}] does not exist`);
-  if (p.managementIp !== undefined && p.managementIp !== host.managementIp) {
-    if (!isManagementAddress(p.managementIp)) {
-      throw invalidArgument(`updateHost.managementIp[${p.managementIp}] is neither an IPv4 address nor a valid hostname`);
-    }
-    const dup = await tx.find<HostRow>('host', { managementIp: p.managementIp });
-    if (dup.length > 0) throw invalidArgument(`updateHost.managementIp[${p.managementIp}] is already used by host[uuid:${dup[0]!.uuid}]`);
+  let managementIp: string | undefined;
+  if (p.managementIp !== undefined) {
+    managementIp = checkManagementAddress('updateHost.managementIp', p.managementIp, host.agentPort ?? AGENT_PORT, self);
+    if (managementIp !== host.managementIp) await checkUnusedAddress(tx, 'updateHost.managementIp', p.managementIp, managementIp);
   }
   const patch: Partial<HostRow> = { lastOpDate: now };
   if (p.name !== undefined) patch.name = p.name;
   if (p.description !== undefined) patch.description = p.description;
-  if (p.managementIp !== undefined) patch.managementIp = p.managementIp;
+  if (managementIp !== undefined) patch.managementIp = managementIp;
   return tx.update<HostRow>('host', uuid, patch);
 }
 

@@ -7,8 +7,9 @@
  * what is left is checked row by row. Without a sort, rows come in insertion order and the
  * scan stops once `start + limit` rows are found (unless a total is asked for).
  */
+import { invalidArgument } from '../../protocol/errors.ts';
 import type { Condition, QuerySpec, Scalar } from '../../protocol/query.ts';
-import { likeToRegExp } from '../../protocol/query.ts';
+import { compileLike, type LikeMatcher, QUERY_LIMITS } from '../../protocol/query.ts';
 import type { Kind, ResourceSpec } from '../../protocol/resources.ts';
 import type { Table } from './embedded-store.ts';
 import type { QueryResult, Row, Where } from './repository.ts';
@@ -30,7 +31,29 @@ function norm(v: unknown, c: Condition): unknown {
   return v;
 }
 
-export function makePredicate(c: Condition): (value: unknown) => boolean {
+/** LIKE matcher steps spent by one query so far (see QUERY_LIMITS.likeSteps). */
+export interface Work {
+  likeSteps: number;
+}
+
+/**
+ * Runs one LIKE test and charges its steps to the query; past the budget the query is refused
+ * (it reads nothing, so stopping half-way changes nothing). One test costs at most a value's
+ * length plus the pattern's, so the overshoot is a few thousand steps at most.
+ */
+function charged(like: LikeMatcher, work: Work, v: string): boolean {
+  const before = like.steps;
+  const hit = like.test(v);
+  work.likeSteps += like.steps - before;
+  if (work.likeSteps > QUERY_LIMITS.likeSteps) {
+    throw invalidArgument(
+      `query reads more than ${QUERY_LIMITS.likeSteps} characters through ~=/!~= (the limit); narrow it with an equality on an indexed field (uuid, managementIp, clusterUuid, zoneUuid, state, status) or a pattern anchored at the start`,
+    );
+  }
+  return hit;
+}
+
+export function makePredicate(c: Condition, work: Work = { likeSteps: 0 }): (value: unknown) => boolean {
   const cv = Array.isArray(c.value) ? c.value.map((x) => norm(x, c)) : norm(c.value, c);
   switch (c.op) {
     case 'is null':
@@ -58,20 +81,22 @@ export function makePredicate(c: Condition): (value: unknown) => boolean {
       const set = new Set(cv as unknown[]);
       return (v) => v !== null && v !== undefined && !set.has(norm(v, c));
     }
+    // A compiled LIKE costs at most n * ceil(piece/32) steps per value (protocol/query.ts),
+    // never backtracking; parseQuery has already bounded the pattern.
     case '~=': {
-      const re = likeToRegExp(String(c.value));
-      return (v) => typeof v === 'string' && re.test(v);
+      const like = compileLike(String(c.value));
+      return (v) => typeof v === 'string' && charged(like, work, v);
     }
     case '!~=': {
-      const re = likeToRegExp(String(c.value));
-      return (v) => typeof v === 'string' && !re.test(v);
+      const like = compileLike(String(c.value));
+      return (v) => typeof v === 'string' && !charged(like, work, v);
     }
   }
 }
 
 /** A row-level test for one condition on the row's own fields (list fields: any element). */
-function rowTest(c: Condition): (row: Rec) => boolean {
-  const p = makePredicate(c);
+function rowTest(c: Condition, work: Work): (row: Rec) => boolean {
+  const p = makePredicate(c, work);
   if (c.list) {
     const list = c.list;
     return (row) => ((row[list] as Rec[] | undefined) ?? []).some((el) => p(el[c.key]));
@@ -85,20 +110,22 @@ function indexCandidates(t: Table, c: Condition): Set<string> | undefined {
   if (!t.indexes.has(field) || c.spec.type === 'date') return undefined;
   if (c.op === '=') return t.lookup(field, c.value);
   if (c.op === '?=') {
+    // Distinct values only: `state?=Enabled,Enabled,...` (500 times) would otherwise add the
+    // same 7,000 uuids 500 times.
     const out = new Set<string>();
-    for (const v of c.value as Scalar[]) for (const u of t.lookup(field, v)!) out.add(u);
+    for (const v of new Set(c.value as Scalar[])) for (const u of t.lookup(field, v)!) out.add(u);
     return out;
   }
   return undefined;
 }
 
 /** Values of `parentKey` allowed by a condition on a joined resource. */
-function joinKeys(tables: (k: Kind) => Table, res: ResourceSpec, c: Condition): Set<unknown> {
+function joinKeys(tables: (k: Kind) => Table, res: ResourceSpec, c: Condition, work: Work): Set<unknown> {
   const nest = res.nested![c.nested!]!;
   const join = JOINS[c.nested!]!;
   const child = tables(nest.kind);
   const direct = indexCandidates(child, c);
-  const test = rowTest(c);
+  const test = rowTest(c, work);
   const keys = new Set<unknown>();
   const rows: Iterable<Row> = direct ? [...direct].map((u) => child.rows.get(u)!) : child.rows.values();
   for (const r of rows) {
@@ -120,6 +147,7 @@ export function evaluateQuery(
   // return 100 rows costs more than testing membership row by row while scanning.
   const hits: Set<string>[] = [];
   const residual: ((row: Rec) => boolean)[] = [];
+  const work: Work = { likeSteps: 0 };
 
   for (const [f, v] of Object.entries(scope)) {
     const hit = t.lookup(f, v);
@@ -129,7 +157,7 @@ export function evaluateQuery(
   for (const c of spec.conditions) {
     if (c.nested) {
       const join = JOINS[c.nested]!;
-      const keys = joinKeys(tables, res, c);
+      const keys = joinKeys(tables, res, c, work);
       if (join.parentKey === 'uuid') {
         const set = new Set<string>();
         for (const k of keys) if (typeof k === 'string' && t.rows.has(k)) set.add(k);
@@ -146,7 +174,7 @@ export function evaluateQuery(
     // Index hits are exact (for list fields: "some element equals"), so nothing is left to test.
     const hit = indexCandidates(t, c);
     if (hit) hits.push(hit);
-    else residual.push(rowTest(c));
+    else residual.push(rowTest(c, work));
   }
 
   const wantTotal = spec.count || spec.replyWithCount;

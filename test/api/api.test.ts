@@ -293,15 +293,15 @@ describe('queries over HTTP', () => {
 });
 
 describe('global configurations', () => {
-  it('lists all fourteen with defaults and descriptions', async () => {
+  it('lists all fifteen with defaults and descriptions', async () => {
     const t = await ctl();
     const r = await request(t.app).get('/zstack/v1/global-configurations').set(t.auth);
-    expect(r.body.inventories).toHaveLength(14);
+    expect(r.body.inventories).toHaveLength(15);
     expect(r.body.schema['inventories[0]']).toBe('org.zstack.core.config.GlobalConfigInventory');
     const got = Object.fromEntries(r.body.inventories.map((c: any) => [`${c.category}/${c.name}`, c]));
     const expected: Record<string, string> = {
       'host/load.all': 'true', 'host/load.parallelismDegree': '100', 'host/ping.interval': '60', 'host/ping.timeout': '10',
-      'host/ping.parallelismDegree': '100', 'host/connection.autoReconnectOnError': 'true', 'host/maintenanceMode.ignoreError': 'false',
+      'host/ping.parallelismDegree': '100', 'host/cpu.overProvisioning.ratio': '10', 'host/connection.autoReconnectOnError': 'true', 'host/maintenanceMode.ignoreError': 'false',
       'hostAllocator/reservedCapacity.zoneLevel': 'true', 'hostAllocator/reservedCapacity.clusterLevel': 'true',
       'hostAllocator/reservedCapacity.hostLevel': 'true', 'kvm/vm.migrationQuantity': '2', 'kvm/reservedMemory': '512M',
       'kvm/dataVolume.maxNum': '24', 'kvm/host.syncLevel': '10',

@@ -519,7 +519,7 @@ describe('system and user tags', () => {
 
 // ---- global configurations ----------------------------------------------------------------
 
-/** Out-of-range values for each of the fourteen configs. */
+/** Out-of-range values for each of the fifteen configs. */
 const BAD_CONFIG_VALUES: Record<string, string[]> = {
   'host/load.all': ['yes', 'TRUE', '1', '', ' true'],
   'host/load.parallelismDegree': ['0', '-1', '1.5', 'abc', ''],
@@ -535,13 +535,14 @@ const BAD_CONFIG_VALUES: Record<string, string[]> = {
   'kvm/reservedMemory': ['1X', '-1', '-1G', '', 'G', '1.5G', '12Q', '1GB', '1 G B'],
   'kvm/dataVolume.maxNum': ['25', '-1', '1.5', 'abc', '100'],
   'kvm/host.syncLevel': ['2', '1', '0', '-3', 'abc', '2.5'],
+  'host/cpu.overProvisioning.ratio': ['0', '1001', '1.5', 'x'],
 };
 
 describe('UpdateGlobalConfig', () => {
   const env = useController();
-  it('covers every one of the fourteen configs', () => {
+  it('covers every one of the fifteen configs', () => {
     expect(Object.keys(BAD_CONFIG_VALUES).sort()).toEqual(CONFIG_DEFS.map((d) => `${d.category}/${d.name}`).sort());
-    expect(CONFIG_DEFS).toHaveLength(14);
+    expect(CONFIG_DEFS).toHaveLength(15);
   });
   const put = (key: string) => `/global-configurations/${key}/actions`;
   const cases: Case[] = [];
@@ -632,7 +633,7 @@ describe('queries', () => {
     G('vm-instances: number field with a size', `/vm-instances?${Q('memorySize>1G')}`, ['field[memorySize]', '1G']),
     G('vm-instances: unknown NIC field', `/vm-instances?${Q('vmNics.bogus=1')}`, 'field[vmNics.bogus]'),
     G('vm-instances: NIC field constructor', `/vm-instances?${Q('vmNics.constructor=1')}`, 'field[vmNics.constructor]'),
-    G('vm-instances: unknown state', `/vm-instances?${Q('state=Paused')}`, ['field[state]', 'Paused']),
+    G('vm-instances: unknown state', `/vm-instances?${Q('state=Sleeping')}`, ['field[state]', 'Sleeping']),
     G('system-tags: comparison on a boolean', `/system-tags?${Q('inherent>true')}`, ['operator[>]', 'inherent']),
     G('system-tags: boolean with yes', `/system-tags?${Q('inherent=yes')}`, ['field[inherent]', 'yes']),
     G('system-tags: resourceType VmInstanceVO', `/system-tags?${Q('resourceType=VmInstanceVO')}`, ['field[resourceType]', 'VmInstanceVO']),

@@ -126,7 +126,9 @@ describe('real agents', () => {
   });
 
   it('picks up a new ping.interval at run time', async () => {
-    await setConfig('ping.interval', '1');
+    // ping.timeout must stay below ping.interval: 1 s and 2 s.
+    await setConfig('ping.timeout', '1');
+    await setConfig('ping.interval', '2');
     try {
       const dir = await tempDir();
       startAgent('127.0.7.5', dir);
@@ -139,12 +141,13 @@ describe('real agents', () => {
         if (uuid === h.uuid) pings++;
         return orig(uuid);
       };
-      await new Promise((r) => setTimeout(r, 3500));
+      await new Promise((r) => setTimeout(r, 5000));
       c.core.agents.pingTracked = orig;
       expect(pings).toBeGreaterThanOrEqual(2);
       expect(await statusOf('127.0.7.5')).toBe('Connected');
     } finally {
       await setConfig('ping.interval', '60');
+      await setConfig('ping.timeout', '10');
     }
   });
 
