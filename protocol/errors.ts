@@ -15,6 +15,7 @@ export const ERRORS = {
   // Also sent with 404 for an unknown resource named in the path, and 413 for an oversize
   // body: the contract files both under bad input, SYS.1007.
   'SYS.1007': { status: 400, title: 'invalid argument' },
+  // Also sent with 429 and Retry-After when logins are throttled (ZStack has no code for it).
   'ID.1000': { status: 401, title: 'authentication failed' },
   'ID.1001': { status: 401, title: 'invalid or expired session' },
   'HOST.1000': { status: 503, title: 'unable to add host' },
@@ -22,6 +23,9 @@ export const ERRORS = {
   'HOST.1002': { status: 503, title: 'unable to reconnect host' },
   'HOST.1003': { status: 503, title: 'connection error' },
   'HOST.1010': { status: 409, title: 'host is disconnected' },
+  // ZStack's HostAllocatorError.NO_AVAILABLE_HOST.
+  'HOST_ALLOCATION.1000': { status: 503, title: 'no available host' },
+  'VM.1000': { status: 503, title: 'VM operation failed' },
 } as const;
 
 export type ErrorCode = keyof typeof ERRORS;
