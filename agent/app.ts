@@ -7,11 +7,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { AGENT_PATHS } from '../protocol/agent.ts';
+import { answerHeaders } from './answers.ts';
 import type { Agent } from './server.ts';
 import { check, parseJsonBody } from './validate.ts';
 
 const AGENT = Symbol('hostkeeper.agent');
-
 /**
  * Writes a JSON answer with Node's own response methods. Not `res.json()`: express's
  * response helpers pull in mime-types (and its 200 KB type database), which the agent
@@ -19,7 +19,9 @@ const AGENT = Symbol('hostkeeper.agent');
  */
 export function sendJson(res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...extra });
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...extra, ...answerHeaders(res, status, text),
+  });
   res.end(text);
 }
 
@@ -74,10 +76,15 @@ function build(): Express {
     return { vm: await a.driver.create(cmd.vm, cmd.start === true) };
   });
   route(AGENT_PATHS.vmStart, async (a, body) => ({ vm: await a.driver.start(check.vmUuid(body()).vmUuid) }));
-  route(AGENT_PATHS.vmStop, async (a, body) => ({ vm: await a.driver.stop(check.vmUuid(body()).vmUuid) }));
+  route(AGENT_PATHS.vmStop, async (a, body) => {
+    const cmd = check.vmStop(body());
+    return { vm: await a.driver.stop(cmd.vmUuid, { type: cmd.type, graceTimeoutMs: cmd.graceTimeoutMs }) };
+  });
+  route(AGENT_PATHS.vmReboot, async (a, body) => ({ vm: await a.driver.reboot(check.vmUuid(body()).vmUuid) }));
   route(AGENT_PATHS.vmDestroy, async (a, body) => ({ vm: await a.driver.destroy(check.vmUuid(body()).vmUuid) }));
   route(AGENT_PATHS.vmPrepareMigration, async (a, body) => a.prepareMigration(check.vmPrepareMigration(body())));
   route(AGENT_PATHS.vmMigrate, async (a, body) => ({ vm: await a.migrate(check.vmMigrate(body())) }));
+  route(AGENT_PATHS.vmResolveMigration, async (a, body) => ({ vm: await a.resolveMigration(check.vmResolveMigration(body())) }));
   route(AGENT_PATHS.vmReceive, async (a, body, req) => ({ vm: await a.receive(req.migrationToken, check.vmReceive(body())) }));
 
   app.post(AGENT_PATHS.channel, (req: Request, res: Response) => {

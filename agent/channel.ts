@@ -3,10 +3,14 @@
  * streaming POST /host/channel. The agent answers 200 at once with an ndjson body that
  * stays open: a pong for every ping frame, and an empty line every HEARTBEAT_MS so the
  * controller notices a silent host within HEARTBEAT_DEADLINE_MS. One channel per agent: a
- * new one ends the old one.
+ * new one ends the old one. VM changes go out as `vm` frames (sendVm).
+ *
+ * The 200 carries an answer signature over an empty body (the controller knows the holder of
+ * the secret accepted it); the frames after it are not signed: see VmFrame in protocol/agent.ts.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type AgentFrame, type AgentIdentity, HEARTBEAT_MAX_MS, HEARTBEAT_MS } from '../protocol/agent.ts';
+import { type AgentFrame, type AgentIdentity, type AgentVm, HEARTBEAT_MAX_MS, HEARTBEAT_MS } from '../protocol/agent.ts';
+import { answerHeaders } from './answers.ts';
 import type { Clock } from './clock.ts';
 import type { Logger } from './log.ts';
 
@@ -31,7 +35,7 @@ export class Channel {
 
   open(): void {
     const { req, res } = this;
-    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', ...answerHeaders(res, 200, '') });
     res.flushHeaders();
     // Frames are tiny: send each at once rather than waiting for more.
     req.socket.setNoDelay(true);
@@ -84,6 +88,18 @@ export class Channel {
         this.scheduleBeat();
       }
     }
+  }
+
+  /** Tells the controller a VM changed (null: no longer on this host). False when the channel is closed. */
+  sendVm(vmUuid: string, vm: AgentVm | null): boolean {
+    if (this.closed) return false;
+    const f: AgentFrame = { t: 'vm', vmUuid, vm };
+    this.res.write(`${JSON.stringify(f)}\n`);
+    return true;
+  }
+
+  get isOpen(): boolean {
+    return !this.closed;
   }
 
   /** The heartbeat period in use (tests). */

@@ -9,7 +9,12 @@
  * body (capped) is read, the HMAC checked and the nonce recorded; only then is the request
  * handed to the routes, which alone parse JSON. Any failure is the same 401
  * `{"success":false,"error":"unauthorized"}` on every path, existing or not. The one
- * exception is vmReceive (agent to agent), authenticated by its one-time migration token.
+ * exception is vmReceive (agent to agent), authenticated by its one-time migration token,
+ * which is checked before its (small, capped) body is read.
+ *
+ * Beyond the nonce guard, a ReplayFence refuses requests signed before this process could
+ * have seen them (a replay right after a restart). Answers to authenticated requests are
+ * signed (x-hk-answer-sig). VM changes from the driver are pushed over the channel.
  */
 import { randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
@@ -17,21 +22,24 @@ import { hostname as osHostname } from 'node:os';
 import {
   AGENT_PATHS, AGENT_PORT, AGENT_VERSION, type AgentIdentity, type AgentVm, AUTH, CONTROLLER_AGENT_PATHS, type ConnectCmd, type FactsPush,
   type HostCapacityReport, type HostFacts, MIGRATION_TOKEN_HEADER, ReplayGuard, signedHeaders, type UpdateConfigCmd, verifySigned,
-  type VmMigrateCmd, type VmPrepareMigrationCmd, type VmReceiveCmd,
+  type VmMigrateCmd, type VmPrepareMigrationCmd, type VmReceiveCmd, type VmResolveMigrationCmd,
 } from '../protocol/agent.ts';
+import { signAnswers } from './answers.ts';
 import { agentApp, sendJson, tagRequest } from './app.ts';
 import { Channel } from './channel.ts';
 import { type Clock, systemClock } from './clock.ts';
-import { DriverError, type HypervisorDriver, vmName } from './drivers/driver.ts';
+import { DriverError, type HypervisorDriver, plainVm } from './drivers/driver.ts';
 import { LibvirtDriver } from './drivers/libvirt.ts';
 import { SimulatorDriver, type SimulatorOptions } from './drivers/simulator.ts';
+import { deliverVm } from './delivery.ts';
 import { canonicalFacts, type SystemProbe, sameFacts } from './facts.ts';
-import { answerError, joinUrl, NetworkError, postJson } from './http-client.ts';
+import { answerError, joinUrl, postJson } from './http-client.ts';
 import type { Limiter } from './limiter.ts';
 import { createAgentLogger, type Logger } from './log.ts';
 import { MigrationTokens } from './migration.ts';
 import { FactsRefresher, processRefresher } from './refresher.ts';
 import { type Backoff, register, RegistrationRefused } from './register.ts';
+import { ReplayFence } from './replay-fence.ts';
 import { type AgentConfig, readConfigFile, StartupError, StateStore } from './state.ts';
 import { BadRequest } from './validate.ts';
 
@@ -39,13 +47,20 @@ export { RegistrationRefused, StartupError };
 
 export const DEFAULT_STATE_DIR = '/var/lib/hostkeeper-agent';
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+/** A vmReceive body is one AgentVm (well under 1 KB with a few NICs): a small cap. */
+export const RECEIVE_BODY_LIMIT = 64 * 1024;
+/**
+ * VMs that changed while no channel was open (uuid -> nothing: the current state is re-read
+ * when one opens). Past this many distinct VMs the list is dropped: the controller's
+ * /vm/list at its next connect covers them, except changes between that list and the channel.
+ */
+const PENDING_VM_CHANGES_MAX = 10_000;
 /** How long a client may take to send a request body (headers: HEADERS_TIMEOUT_MS). */
 const BODY_TIMEOUT_MS = 30_000;
 const HEADERS_TIMEOUT_MS = 20_000;
 /** Graceful stop: in-flight requests get this long before their sockets are cut. */
 const STOP_GRACE_MS = 5_000;
 const PUSH_TIMEOUT_MS = 15_000;
-const MIGRATION_SEND_TIMEOUT_MS = 120_000;
 const PUSH_RETRY_MS = { initial: 30_000, max: 5 * 60_000 };
 
 export interface AgentOptions {
@@ -77,6 +92,8 @@ export interface AgentOptions {
   /** Bounds concurrent registrations across agents of one process (the fleet). */
   registerLimiter?: Limiter;
   bodyLimitBytes?: number;
+  /** Pauses before each resend of a broken migration delivery (default delivery.ts DELIVERY_RETRY_MS). */
+  deliveryRetryMs?: number[];
 }
 
 export interface RunningAgent {
@@ -177,6 +194,10 @@ export class Agent implements RunningAgent {
   private readonly guard = new ReplayGuard();
   private readonly tokens: MigrationTokens;
   private channel: Channel | undefined;
+  /** VM changes not yet sent: no channel was open, or the one just opened is catching up. */
+  private readonly pendingVms = new Set<string>();
+  private flushing = false;
+  private readonly unwatch: () => void;
   private cachedFacts: HostFacts | undefined;
   private gathering: Promise<HostFacts> | undefined;
   private pendingPush: HostFacts | undefined;
@@ -194,8 +215,10 @@ export class Agent implements RunningAgent {
     private readonly refresher: FactsRefresher | null,
     bootId: string,
     private readonly opts: AgentOptions,
+    private readonly fence: ReplayFence,
   ) {
     this.stateDir = state.dir;
+    this.unwatch = driver.watch((uuid, vm) => this.onVmChange(uuid, vm));
     this.host = opts.listen?.host ?? '0.0.0.0';
     this.bootIdValue = bootId;
     this.tokens = new MigrationTokens(clock);
@@ -253,7 +276,9 @@ export class Agent implements RunningAgent {
     if (method === 'POST' && path === AGENT_PATHS.vmReceive) {
       const token = req.headers[MIGRATION_TOKEN_HEADER];
       if (typeof token !== 'string' || !token) throw new Unauthorized('missing-migration-token');
-      const raw = await readBody(req, this.bodyLimit, this.clock);
+      // Before reading anything: a stranger must not make the agent buffer bodies.
+      if (!this.tokens.known(token)) throw new Unauthorized('unknown-token');
+      const raw = await readBody(req, Math.min(RECEIVE_BODY_LIMIT, this.bodyLimit), this.clock);
       agentApp()(tagRequest(req, this, raw, token), res);
       return;
     }
@@ -270,6 +295,14 @@ export class Agent implements RunningAgent {
     const secret = cfg.secret;
     const v = verifySigned(req.headers, method, url, raw, this.clock.now(), (h) => (h === cfg.hostUuid ? secret : undefined), this.guard);
     if (!v.ok) throw new Unauthorized(v.why);
+    const ts = Number(req.headers[AUTH.ts]);
+    if (!this.fence.admits(ts)) throw new Unauthorized('signed-before-start');
+    try {
+      await this.fence.cover(ts);
+    } catch (err) {
+      throw new HttpError(503, `cannot record the replay fence in ${this.stateDir}: ${(err as Error).message}`);
+    }
+    signAnswers(res, secret, req.headers[AUTH.nonce] as string);
     agentApp()(tagRequest(req, this, raw), res);
   }
 
@@ -288,6 +321,7 @@ export class Agent implements RunningAgent {
     }
     let status = 500;
     let message = err instanceof Error ? err.message : String(err);
+    const code = err instanceof DriverError ? err.code : undefined;
     if (err instanceof DriverError || err instanceof BadRequest || err instanceof HttpError) status = err.status;
     else if ((err as { code?: string }).code === 'ECONNRESET' || (err as Error).message === 'aborted') {
       res.destroy();
@@ -297,7 +331,7 @@ export class Agent implements RunningAgent {
     else this.log.info({ path: pathOf(req.url ?? '/'), status, err: message }, 'request refused');
     if (!message) message = `HTTP ${status}`;
     // The rest of an over-long or late body is not read: the connection cannot be reused.
-    sendJson(res, status, { success: false, error: message }, status === 413 || status === 408 ? { connection: 'close' } : {});
+    sendJson(res, status, { success: false, error: message, ...(code ? { code } : {}) }, status === 413 || status === 408 ? { connection: 'close' } : {});
   }
 
   // ---- host commands ----------------------------------------------------------------------
@@ -334,9 +368,9 @@ export class Agent implements RunningAgent {
     const [hw, available, vms] = await Promise.all([this.driver.hostFacts(), this.driver.availableMemory(), this.driver.list()]);
     let usedCpu = 0;
     let usedMemory = 0;
-    // A paused VM still holds its memory and vCPUs: it counts as used.
+    // A paused VM still holds its memory and vCPUs, and a migrating one holds them on both ends.
     for (const vm of vms) {
-      if (vm.state === 'Running' || vm.state === 'Paused') {
+      if (vm.state === 'Running' || vm.state === 'Paused' || vm.state === 'Migrating') {
         usedCpu += vm.cpuNum;
         usedMemory += vm.memorySize;
       }
@@ -432,23 +466,18 @@ export class Agent implements RunningAgent {
   }
 
   async migrate(cmd: VmMigrateCmd): Promise<AgentVm> {
-    const target = joinUrl(cmd.destinationUrl, AGENT_PATHS.vmReceive);
+    const { destinationUrl, token } = cmd;
     const vm = await this.driver.migrate(cmd.vmUuid, {
-      url: cmd.destinationUrl,
-      deliver: async (vm) => {
-        let a;
-        try {
-          a = await postJson(target, JSON.stringify({ vm } satisfies VmReceiveCmd), { [MIGRATION_TOKEN_HEADER]: cmd.token }, MIGRATION_SEND_TIMEOUT_MS);
-        } catch (err) {
-          const why = err instanceof NetworkError ? err.message : String(err);
-          throw new DriverError(502, `cannot reach destination agent ${cmd.destinationUrl} for ${vmName(vm.uuid)}: ${why}`);
-        }
-        if (a.status !== 200 || (a.body as { success?: unknown } | undefined)?.success !== true) {
-          throw new DriverError(502, `destination agent ${cmd.destinationUrl} refused ${vmName(vm.uuid)}: ${answerError(a)} (HTTP ${a.status})`);
-        }
-      },
+      url: destinationUrl,
+      deliver: (v) => deliverVm(v, { destinationUrl, token, clock: this.clock, retryMs: this.opts.deliveryRetryMs, signal: this.abort.signal }),
     });
-    this.log.info({ vm: vm.uuid, to: cmd.destinationUrl }, 'vm migrated away');
+    this.log.info({ vm: vm.uuid, to: destinationUrl }, 'vm migrated away');
+    return vm;
+  }
+
+  async resolveMigration(cmd: VmResolveMigrationCmd): Promise<AgentVm | null> {
+    const vm = await this.driver.resolveMigration(cmd.vmUuid, cmd.completed);
+    this.log.info({ vm: cmd.vmUuid, completed: cmd.completed }, cmd.completed ? 'migration resolved: copy here destroyed' : 'migration resolved: vm resumed here');
     return vm;
   }
 
@@ -456,10 +485,70 @@ export class Agent implements RunningAgent {
     if (!token) throw new Unauthorized('missing-migration-token');
     const t = this.tokens.take(token, cmd.vm.uuid);
     if (!t.ok) throw new Unauthorized(t.why);
-    // The controller's description (signed) is what runs here, not the sender's.
-    const vm = await this.driver.receive(t.vm);
+    if (t.again) {
+      // A resend of a delivery that was taken: success again, while the VM is still here. A VM
+      // that left since (destroyed, moved on) makes the token spent: a token reused later
+      // must not make a source drop a VM it got back by other means.
+      await t.again;
+      const here = await this.driver.get(cmd.vm.uuid);
+      if (!here) throw new Unauthorized('used-token');
+      this.log.info({ vm: cmd.vm.uuid }, 'migration delivery resent: answering as the first one');
+      return plainVm(here);
+    }
+    // The controller's description (signed) is what runs here, not the sender's; only the
+    // power state (Running or Paused) comes from the sender, who knows it.
+    const done = this.driver.receive({ ...t.vm, state: cmd.vm.state === 'Paused' ? 'Paused' : 'Running' });
+    this.tokens.receiving(token, cmd.vm.uuid, done);
+    const vm = await done;
     this.log.info({ vm: vm.uuid }, 'vm received');
     return vm;
+  }
+
+  // ---- VM changes -------------------------------------------------------------------------
+
+  /** A driver change: out on the channel now, or when the next one opens. */
+  private onVmChange(uuid: string, vm: AgentVm | null): void {
+    if (this.channel?.isOpen && !this.flushing) {
+      this.channel.sendVm(uuid, vm);
+      return;
+    }
+    if (this.pendingVms.size >= PENDING_VM_CHANGES_MAX && !this.pendingVms.has(uuid)) {
+      this.log.warn({ max: PENDING_VM_CHANGES_MAX }, 'too many VM changes without a channel: leaving them to the next connect\'s /vm/list');
+      this.pendingVms.clear();
+    }
+    this.pendingVms.add(uuid);
+  }
+
+  /**
+   * Sends what changed while no channel was open, re-read now (so never older than what the
+   * driver says), before any new change goes out directly: a VM's frames stay in order.
+   */
+  private async flushPending(ch: Channel): Promise<void> {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.pendingVms.size && this.channel === ch && ch.isOpen) {
+        const uuids = [...this.pendingVms];
+        this.pendingVms.clear();
+        for (const uuid of uuids) {
+          let vm: AgentVm | undefined;
+          try {
+            vm = await this.driver.get(uuid);
+          } catch (err) {
+            this.log.warn({ vm: uuid, err: (err as Error).message }, 'cannot read a changed VM for the channel');
+            continue;
+          }
+          if (this.channel !== ch || !ch.sendVm(uuid, vm ?? null)) {
+            this.pendingVms.add(uuid);
+            return;
+          }
+        }
+      }
+    } finally {
+      this.flushing = false;
+      // A channel that replaced `ch` meanwhile catches up too.
+      if (this.pendingVms.size && this.channel && this.channel !== ch && this.channel.isOpen) void this.flushPending(this.channel);
+    }
   }
 
   // ---- channel ----------------------------------------------------------------------------
@@ -472,6 +561,7 @@ export class Agent implements RunningAgent {
     this.channel = ch;
     old?.end();
     ch.open();
+    if (this.pendingVms.size) void this.flushPending(ch);
     this.log.debug({ from: req.socket.remoteAddress }, old ? 'channel replaced' : 'channel opened');
   }
 
@@ -523,6 +613,7 @@ export class Agent implements RunningAgent {
     this.refresher?.remove(this);
     this.pushRetry?.cancel();
     this.pushRetry = undefined;
+    this.unwatch();
   }
 
   async stop(): Promise<void> {
@@ -539,6 +630,7 @@ export class Agent implements RunningAgent {
     });
     await this.driver.close();
     await this.state.flush();
+    await this.fence.flush();
     this.log.info('agent stopped');
   }
 
@@ -570,7 +662,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     }
   }
   const refresher = opts.refresher === undefined ? processRefresher(log) : opts.refresher;
-  const agent = new Agent(driver, store, clock, log, refresher, await driver.bootId(), opts);
+  const fence = await ReplayFence.open(opts.stateDir, clock);
+  const agent = new Agent(driver, store, clock, log, refresher, await driver.bootId(), opts, fence);
   await agent.listen();
   agent.begin();
   log.info({ url: agent.url, hypervisor: driver.kind, instanceId: agent.instanceId, stateDir: opts.stateDir, startMs: Math.round(performance.now() - t0) }, 'agent ready');

@@ -8,8 +8,9 @@
  * Unknown fields are ignored, not refused (unlike the public API): a newer controller may
  * send fields an older agent does not know, as ZStack's grayscale upgrades do.
  */
-import type {
-  AgentVm, AgentVmState, ConnectCmd, UpdateConfigCmd, VmCreateCmd, VmMigrateCmd, VmPrepareMigrationCmd, VmReceiveCmd, VmUuidCmd,
+import {
+  type AgentVm, type AgentVmState, type ConnectCmd, MAX_GRACE_TIMEOUT_MS, type UpdateConfigCmd, type VmCreateCmd, type VmMigrateCmd, type VmPrepareMigrationCmd,
+  type VmReceiveCmd, type VmResolveMigrationCmd, type VmStopCmd, type VmUuidCmd,
 } from '../protocol/agent.ts';
 import { isIPv4Address, isUuid } from '../protocol/values.ts';
 import { isHttpUrl } from './state.ts';
@@ -52,9 +53,9 @@ function posInt(o: Obj, k: string, where: string): number {
 }
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-const STATES: AgentVmState[] = ['Running', 'Stopped', 'Paused', 'Unknown'];
+const STATES: AgentVmState[] = ['Running', 'Stopped', 'Paused', 'Migrating', 'Unknown'];
 
-function vmSpec(v: unknown, where: string): Omit<AgentVm, 'state'> {
+function vmSpec(v: unknown, where: string): Omit<AgentVm, 'state' | 'migratingTo'> {
   const o = obj(v, where);
   const nicsRaw = o.vmNics ?? [];
   if (!Array.isArray(nicsRaw)) throw new BadRequest(`${where}.vmNics must be an array`);
@@ -102,6 +103,25 @@ export const check = {
   },
   vmUuid(b: unknown): VmUuidCmd {
     return { vmUuid: uuid(obj(b, 'body'), 'vmUuid', 'body') };
+  },
+  vmStop(b: unknown): VmStopCmd {
+    const o = obj(b, 'body');
+    const cmd: VmStopCmd = { vmUuid: uuid(o, 'vmUuid', 'body'), type: 'grace' };
+    if (o.type !== undefined) {
+      if (o.type !== 'grace' && o.type !== 'cold') throw new BadRequest('body.type must be grace or cold');
+      cmd.type = o.type;
+    }
+    if (o.graceTimeoutMs !== undefined) {
+      const ms = posInt(o, 'graceTimeoutMs', 'body');
+      if (ms > MAX_GRACE_TIMEOUT_MS) throw new BadRequest(`body.graceTimeoutMs must be at most ${MAX_GRACE_TIMEOUT_MS}`);
+      cmd.graceTimeoutMs = ms;
+    }
+    return cmd;
+  },
+  vmResolveMigration(b: unknown): VmResolveMigrationCmd {
+    const o = obj(b, 'body');
+    if (typeof o.completed !== 'boolean') throw new BadRequest('body.completed must be true or false');
+    return { vmUuid: uuid(o, 'vmUuid', 'body'), completed: o.completed };
   },
   vmPrepareMigration(b: unknown): VmPrepareMigrationCmd {
     const o = obj(b, 'body');

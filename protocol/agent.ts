@@ -10,6 +10,13 @@
  * a missing or wrong signature, a timestamp more than MAX_SKEW_MS away from its clock, or a
  * nonce it has already seen within that window (replay). The channel request is signed the
  * same way with an empty body; its frames then travel inside that authenticated TCP stream.
+ *
+ * Answers are signed too: an agent answering an authenticated request adds
+ *   x-hk-answer-sig: HMAC-SHA256(secret, "answer" \n status \n request nonce \n sha256hex(body))
+ * so the controller knows the answer came from the holder of the host's secret, for THIS
+ * request (the nonce), unaltered. A refusal (401) is not signed: it answers a request that
+ * did not authenticate, and signing whatever nonce a stranger sends would make the agent a
+ * signing service for that stranger.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
@@ -31,6 +38,19 @@ export function signedHeaders(secret: string, hostUuid: string, method: string, 
   const ts = String(now);
   const nonce = randomBytes(16).toString('hex');
   return { [AUTH.host]: hostUuid, [AUTH.ts]: ts, [AUTH.nonce]: nonce, [AUTH.sig]: signature(secret, method, path, ts, nonce, body) };
+}
+
+/** The signature of an answer (see the security model above): status, request nonce, body. */
+export const ANSWER_SIG_HEADER = 'x-hk-answer-sig';
+
+export function answerSignature(secret: string, status: number, nonce: string, body: string | Buffer): string {
+  return createHmac('sha256', secret).update(`answer\n${status}\n${nonce}\n${sha256hex(body)}`).digest('hex');
+}
+
+/** True when `sig` (the x-hk-answer-sig header) signs this status and body for the request nonce. */
+export function verifyAnswer(secret: string, status: number, nonce: string, body: string | Buffer, sig: string | string[] | undefined): boolean {
+  if (typeof sig !== 'string' || !/^[0-9a-f]{64}$/.test(sig)) return false;
+  return timingSafeEqual(Buffer.from(answerSignature(secret, status, nonce, body), 'hex'), Buffer.from(sig, 'hex'));
 }
 
 export type AuthFailure = 'missing' | 'bad-signature' | 'stale' | 'replayed' | 'unknown-host';
@@ -101,20 +121,39 @@ export const AGENT_PATHS = {
   vmList: '/vm/list',
   vmCreate: '/vm/create',
   vmStart: '/vm/start',
+  /** VmStopCmd: grace (ACPI, bounded wait) or cold (power off). */
   vmStop: '/vm/stop',
+  /** VmUuidCmd: a guest reboot of a Running VM. */
+  vmReboot: '/vm/reboot',
   vmDestroy: '/vm/destroy',
   /** To the destination first: accept this VM when the source sends it with this token. */
   vmPrepareMigration: '/vm/migrate/prepare',
   /** To the source: send the VM to the destination agent, then forget it. */
   vmMigrate: '/vm/migrate',
+  /**
+   * To the source of a migration whose outcome it could not know (VmResolveMigrationCmd):
+   * the controller, having asked the destination's /vm/list, says whether it completed.
+   */
+  vmResolveMigration: '/vm/migrate/resolve',
   /** Agent to agent (authenticated by the one-time migration token, not the host secret). */
   vmReceive: '/vm/migrate/receive',
 } as const;
 
-/** Every answer: `success` false carries `error` (and HTTP 4xx/5xx). */
+/**
+ * Codes a failed answer may carry beside `error`, for failures a caller acts on:
+ * - GRACE_TIMEOUT: a grace stop did not end within its timeout (or the VM is Paused and
+ *   cannot react to ACPI); the VM still runs: stop it with type cold.
+ * - MIGRATION_UNKNOWN: the source could not learn whether the destination took the VM
+ *   (the connection was cut after sending). The VM stays Paused here, with migratingTo,
+ *   until the controller calls vmResolveMigration.
+ */
+export type AgentErrorCode = 'GRACE_TIMEOUT' | 'MIGRATION_UNKNOWN';
+
+/** Every answer: `success` false carries `error` (and HTTP 4xx/5xx), and `code` for some failures. */
 export interface AgentResponse {
   success: boolean;
   error?: string;
+  code?: AgentErrorCode;
 }
 
 /** Who the agent is right now; a change of bootId or instanceId means the host or agent restarted. */
@@ -177,7 +216,13 @@ export interface HostCapacityReport {
 }
 export type CapacityRsp = AgentResponse & { capacity: HostCapacityReport };
 
-export type AgentVmState = 'Running' | 'Stopped' | 'Paused' | 'Unknown';
+/**
+ * 'Migrating' on a source (with `migratingTo`): being sent right now. 'Migrating' without
+ * `migratingTo`: arriving here (a destination receiving it); it becomes Running or Paused,
+ * or disappears if the receive fails. A VM reported with `migratingTo` and any other state
+ * (Paused) is a migration whose outcome is unknown: see vmResolveMigration.
+ */
+export type AgentVmState = 'Running' | 'Stopped' | 'Paused' | 'Migrating' | 'Unknown';
 export interface AgentVm {
   uuid: string;
   name: string;
@@ -185,22 +230,69 @@ export interface AgentVm {
   memorySize: number;
   cpuNum: number;
   vmNics: { ip: string; mac: string }[];
+  /**
+   * Source side only: the destination agent URL this VM is being (or was being) sent to.
+   * Set while 'Migrating', and on a 'Paused' VM whose migration outcome is unknown (the
+   * agent restarted mid-way, or the delivery was cut): such a VM is never resumed by the
+   * agent on its own, and refuses every command but vmResolveMigration.
+   */
+  migratingTo?: string;
 }
 export type VmListRsp = AgentResponse & { vms: AgentVm[] };
 export interface VmCreateCmd { vm: Omit<AgentVm, 'state'>; start?: boolean }
 /**
- * start/stop/destroy. Destroy powers the VM off and forgets it; a VM the host does not have
- * answers 404, which a caller cleaning up treats as "already gone".
+ * start/reboot/destroy. Destroy powers the VM off and forgets it; a VM the host does not have
+ * answers 404, which a caller cleaning up treats as "already gone". Start of a Paused VM
+ * resumes it.
  */
 export interface VmUuidCmd { vmUuid: string }
 export type VmRsp = AgentResponse & { vm: AgentVm };
+
+/** How long a grace stop waits for the guest by default (ZStack's KVM agent waits about as long). */
+export const DEFAULT_GRACE_TIMEOUT_MS = 60_000;
+/** Bounds of VmStopCmd.graceTimeoutMs. */
+export const MAX_GRACE_TIMEOUT_MS = 3_600_000;
+/**
+ * type grace (default, as ZStack's StopVmInstance): ACPI shutdown, then wait up to
+ * graceTimeoutMs (default DEFAULT_GRACE_TIMEOUT_MS, 1..MAX_GRACE_TIMEOUT_MS) for the guest to
+ * power off; still running then: 409 with code GRACE_TIMEOUT, the VM untouched (the caller
+ * decides to go cold). type cold: power off at once. Either answers the Stopped VM.
+ */
+export interface VmStopCmd { vmUuid: string; type?: 'grace' | 'cold'; graceTimeoutMs?: number }
 /** The destination remembers the token for 60 s, single use, for this VM only. */
 export interface VmPrepareMigrationCmd { vm: AgentVm; token: string }
 export type VmPrepareMigrationRsp = AgentResponse;
+/**
+ * To the source. Running or Paused VMs migrate and arrive in the same state. While sending,
+ * the source lists the VM 'Migrating' with `migratingTo`. Answers: 200 `{vm}` (as it was
+ * here) once the destination confirmed it; 502 when the destination refused or could not be
+ * reached before anything was sent (the VM is back as it was); 502 with code
+ * MIGRATION_UNKNOWN when the outcome is unknown (the VM stays Paused with migratingTo until
+ * vmResolveMigration).
+ */
 export interface VmMigrateCmd { vmUuid: string; destinationUrl: string; token: string }
-/** Agent to agent; header `x-hk-migration-token: <token>`. */
+/**
+ * Agent to agent; header `x-hk-migration-token: <token>`. The same token resent for the
+ * same VM after a successful receive answers success again (for 10 minutes), so
+ * a source may retry a delivery whose answer it lost.
+ */
 export interface VmReceiveCmd { vm: AgentVm }
 export const MIGRATION_TOKEN_HEADER = 'x-hk-migration-token';
+/**
+ * Ends a migration whose outcome the source did not know (a VM reported with migratingTo
+ * and not 'Migrating'). completed true: the destination has the VM, the source destroys its
+ * copy (answer `vm: null`). completed false: the destination does not have it, the source
+ * resumes it as it was before (Running or Paused) and answers it. Idempotent: completed
+ * true for a VM no longer here answers `vm: null`; completed false for a VM here without a
+ * pending migration answers it. completed true for a VM here without a pending migration,
+ * or a VM still being sent, is 409; completed false for a VM not here is 404.
+ *
+ * The controller decides by the destination's /vm/list: the VM listed there (in a state
+ * other than 'Migrating') means completed; listed 'Migrating' means still arriving: ask
+ * again; absent means not completed.
+ */
+export interface VmResolveMigrationCmd { vmUuid: string; completed: boolean }
+export type VmResolveMigrationRsp = AgentResponse & { vm: AgentVm | null };
 
 export interface UpdateConfigCmd { controllerUrl: string }
 
@@ -241,7 +333,21 @@ export function heartbeatPeriodFor(hosts: number): number {
 }
 
 export type ControllerFrame = { t: 'ping'; id: number } | { t: 'hb'; ms: number };
-export type AgentFrame = ({ t: 'pong'; id: number } & AgentIdentity);
+/**
+ * Agent -> controller. Besides pongs: `vm`, a VM changed (a command, a migration step, or
+ * something outside the agent: a guest crash or power-off, a pause), with its description
+ * now, or null when it is no longer on this host. Sent as the change happens while a
+ * channel is open; changes made while none was open are sent (re-read, so current) when the
+ * next one opens, and the controller also lists VMs at every connect.
+ *
+ * Frames are not signed, unlike answers: they travel inside the signed channel request's
+ * TCP stream, so only someone on the path can add one, and such a party can equally drop
+ * or delay the stream; protecting the stream itself is the transport's job (TLS), not a
+ * per-frame HMAC on a line that is usually a one-byte heartbeat. A frame is a hint the
+ * controller reconciles with signed /vm/list answers, never the only evidence of a move.
+ */
+export type VmFrame = { t: 'vm'; vmUuid: string; vm: AgentVm | null };
+export type AgentFrame = ({ t: 'pong'; id: number } & AgentIdentity) | VmFrame;
 
 // ---- agent -> controller (signed with the host secret, x-hk-host = host uuid) --------------
 

@@ -7,16 +7,26 @@
  * IPs (which libvirt does not know) in a <metadata> element of our own namespace. Domains
  * defined by someone else are listed too: uuid from libvirt, name from <title> or the
  * domain name, IPs empty.
+ *
+ * VM changes are announced to watch() listeners after the driver's own operations. Changes
+ * libvirt makes on its own (a guest powering itself off, an admin's `virsh suspend`) are not
+ * seen yet: the seam for them is notifyExternalChange(uuid), which a later libvirt event
+ * listener (`virsh event --loop --event lifecycle`, or libvirt's event API) will call. Until
+ * then the controller learns them from /vm/list at its next sync.
  */
 import { randomBytes } from 'node:crypto';
 import { unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AgentVm, AgentVmState } from '../../protocol/agent.ts';
+import { type AgentVm, type AgentVmState, DEFAULT_GRACE_TIMEOUT_MS } from '../../protocol/agent.ts';
 import { type Clock, sleep, systemClock } from '../clock.ts';
 import { CommandError, type CommandRunner } from '../exec.ts';
 import { ensureDir } from '../fsutil.ts';
 import { gatherSystemFacts, readBootId, realProbe, type SystemProbe, systemAvailableMemory } from '../facts.ts';
-import { DriverError, type HostHardware, type HypervisorDriver, type MigrationTarget, notFound, vmName, type VmSpec } from './driver.ts';
+import { OutgoingMarkers } from '../outgoing.ts';
+import {
+  DriverError, type HostHardware, type HypervisorDriver, type MigrationTarget, notFound, plainVm, type StopOptions, type VmListener, VmListeners,
+  vmName, type VmSpec,
+} from './driver.ts';
 
 export const HK_XMLNS = 'https://hostkeeper.dev/xmlns/vm/1';
 
@@ -34,8 +44,10 @@ export interface LibvirtOptions {
   network?: string;
   /** Destination libvirt URI for `virsh migrate`; `{host}` is the destination agent's host. */
   migrateUri?: string;
-  /** How long `stop` waits for a guest to shut down (ACPI) before pulling the plug. */
+  /** How long a grace stop waits for the guest (ACPI) when the command gives no graceTimeoutMs. */
   stopTimeoutMs?: number;
+  /** How long `virsh migrate` may run (a live migration of a large VM takes minutes). */
+  migrateTimeoutMs?: number;
   virsh?: string;
 }
 
@@ -149,6 +161,9 @@ const isNotRunning = (err: unknown) => err instanceof CommandError && /domain is
 
 /** How many `virsh dumpxml` run at once while listing. */
 const LIST_CONCURRENCY = 8;
+/** How often a grace stop polls `virsh domstate`. */
+const STOP_POLL_MS = 1_000;
+const DEFAULT_MIGRATE_TIMEOUT_MS = 60 * 60_000;
 
 export class LibvirtDriver implements HypervisorDriver {
   readonly kind = 'libvirt' as const;
@@ -156,6 +171,11 @@ export class LibvirtDriver implements HypervisorDriver {
   private readonly run: CommandRunner;
   private readonly probe: SystemProbe;
   private readonly clock: Clock;
+  private readonly listeners = new VmListeners();
+  /** Loaded on first use; a marker left by a previous process has its domain paused then. */
+  private markersP: Promise<OutgoingMarkers> | undefined;
+  /** VMs this process is sending right now (listed Migrating). */
+  private readonly inFlight = new Set<string>();
 
   constructor(private readonly opts: LibvirtOptions) {
     this.uri = opts.uri ?? 'qemu:///system';
@@ -170,8 +190,12 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   private async virsh(...cmd: string[]): Promise<string> {
+    return this.virshWithin(undefined, ...cmd);
+  }
+
+  private async virshWithin(timeoutMs: number | undefined, ...cmd: string[]): Promise<string> {
     try {
-      return (await this.run(this.opts.virsh ?? 'virsh', this.args(...cmd))).stdout;
+      return (await this.run(this.opts.virsh ?? 'virsh', this.args(...cmd), timeoutMs ? { timeoutMs } : undefined)).stdout;
     } catch (err) {
       if (err instanceof CommandError && err.code === 'ENOENT') throw new DriverError(503, 'virsh is not installed on this host');
       throw err;
@@ -181,6 +205,52 @@ export class LibvirtDriver implements HypervisorDriver {
   private async uuids(filter: string): Promise<string[]> {
     const out = await this.virsh('list', filter, '--uuid');
     return out.split('\n').map((l) => l.trim()).filter(Boolean).map(undashed);
+  }
+
+  private markers(): Promise<OutgoingMarkers> {
+    this.markersP ??= (async () => {
+      const m = await OutgoingMarkers.open(this.opts.stateDir);
+      // A previous process was sending these: never let them run here until the controller
+      // resolves the migration (the destination may run them). Best effort: a domain that
+      // cannot be suspended is reported as libvirt sees it, migratingTo set.
+      for (const [uuid] of m.entries()) {
+        const vm = await this.read(uuid).catch(() => undefined);
+        if (vm?.state === 'Running') await this.virsh('suspend', dashed(uuid)).catch(() => {});
+      }
+      return m;
+    })();
+    this.markersP.catch(() => {
+      this.markersP = undefined;
+    });
+    return this.markersP;
+  }
+
+  /** A domain as libvirt reports it, with migratingTo from an outgoing marker. */
+  private overlay(vm: AgentVm, markers: OutgoingMarkers): AgentVm {
+    const m = markers.get(vm.uuid);
+    if (!m) return vm;
+    return { ...vm, state: this.inFlight.has(vm.uuid) ? 'Migrating' : vm.state, migratingTo: m.to };
+  }
+
+  watch(listener: VmListener): () => void {
+    return this.listeners.add(listener);
+  }
+
+  /**
+   * Re-reads a VM and tells the listeners. The seam for libvirt's own events: a lifecycle
+   * event listener calls this for the domain that changed.
+   */
+  async notifyExternalChange(uuid: string): Promise<AgentVm | undefined> {
+    const vm = await this.get(uuid);
+    this.listeners.emit(uuid, vm ?? null);
+    return vm;
+  }
+
+  /** After one of our operations: the VM now, announced. */
+  private async changed(uuid: string): Promise<AgentVm> {
+    const vm = await this.notifyExternalChange(uuid);
+    if (!vm) throw notFound(uuid);
+    return vm;
   }
 
   // ---- host -----------------------------------------------------------------------------
@@ -200,6 +270,7 @@ export class LibvirtDriver implements HypervisorDriver {
   // ---- read paths -----------------------------------------------------------------------
 
   async list(): Promise<AgentVm[]> {
+    const markers = await this.markers();
     // Four listings give every domain's state exactly (no parsing of the padded table,
     // whose names and states may both contain spaces).
     const [all, running, paused, shutoff] = await Promise.all([
@@ -217,7 +288,7 @@ export class LibvirtDriver implements HypervisorDriver {
         const u = all[i]!;
         try {
           const spec = parseDomainXml(await this.virsh('dumpxml', dashed(u)));
-          out[i] = { ...spec, state: state.get(u) ?? 'Unknown' };
+          out[i] = this.overlay({ ...spec, state: state.get(u) ?? 'Unknown' }, markers);
         } catch (err) {
           if (!isNoDomain(err)) throw err; // gone since the listing: skip it
         }
@@ -227,7 +298,8 @@ export class LibvirtDriver implements HypervisorDriver {
     return out.filter((v): v is AgentVm => !!v);
   }
 
-  async get(uuid: string): Promise<AgentVm | undefined> {
+  /** libvirt's view of one domain, without markers. */
+  private async read(uuid: string): Promise<AgentVm | undefined> {
     try {
       const [xml, st] = await Promise.all([this.virsh('dumpxml', dashed(uuid)), this.virsh('domstate', dashed(uuid))]);
       return { ...parseDomainXml(xml), state: mapDomainState(st) };
@@ -237,9 +309,17 @@ export class LibvirtDriver implements HypervisorDriver {
     }
   }
 
+  async get(uuid: string): Promise<AgentVm | undefined> {
+    const [markers, vm] = await Promise.all([this.markers(), this.read(uuid)]);
+    return vm && this.overlay(vm, markers);
+  }
+
+  /** The VM, if no migration holds it (being sent, or awaiting its outcome). */
   private async mustGet(uuid: string): Promise<AgentVm> {
     const vm = await this.get(uuid);
     if (!vm) throw notFound(uuid);
+    if (this.inFlight.has(uuid)) throw new DriverError(409, `${vmName(uuid)} is being migrated`);
+    if (vm.migratingTo) throw new DriverError(409, `${vmName(uuid)} awaits the outcome of its migration to ${vm.migratingTo}: resolve it first (/vm/migrate/resolve)`);
     return vm;
   }
 
@@ -257,33 +337,53 @@ export class LibvirtDriver implements HypervisorDriver {
       await unlink(file).catch(() => {});
     }
     if (start) await this.virsh('start', dashed(spec.uuid));
-    return this.mustGet(spec.uuid);
+    return this.changed(spec.uuid);
   }
 
   async start(uuid: string): Promise<AgentVm> {
     const vm = await this.mustGet(uuid);
     if (vm.state === 'Paused') await this.virsh('resume', dashed(uuid));
     else if (vm.state !== 'Running') await this.virsh('start', dashed(uuid));
-    return this.mustGet(uuid);
+    return this.changed(uuid);
   }
 
-  /** ACPI shutdown, then `virsh destroy` (power off) if the guest is still up after stopTimeoutMs. */
-  async stop(uuid: string): Promise<AgentVm> {
+  /**
+   * grace: `virsh shutdown` (ACPI), then `domstate` every second until the guest is off or
+   * the timeout passes (409 GRACE_TIMEOUT: the caller goes cold if it wants). cold: `virsh
+   * destroy` (power off).
+   */
+  async stop(uuid: string, opts: StopOptions = {}): Promise<AgentVm> {
     const vm = await this.mustGet(uuid);
     if (vm.state === 'Stopped') return vm;
+    if (opts.type === 'cold') {
+      await this.powerOff(uuid);
+      return this.changed(uuid);
+    }
+    if (vm.state === 'Paused') {
+      throw new DriverError(409, `${vmName(uuid)} is Paused: its guest cannot react to an ACPI shutdown (grace stop); stop it with type cold`, 'GRACE_TIMEOUT');
+    }
     try {
       await this.virsh('shutdown', dashed(uuid));
     } catch (err) {
       if (!isNotRunning(err)) throw err;
     }
-    const deadline = this.clock.now() + (this.opts.stopTimeoutMs ?? 60_000);
-    while (this.clock.now() < deadline) {
+    const timeoutMs = opts.graceTimeoutMs ?? this.opts.stopTimeoutMs ?? DEFAULT_GRACE_TIMEOUT_MS;
+    const deadline = this.clock.now() + timeoutMs;
+    for (;;) {
       const st = mapDomainState(await this.virsh('domstate', dashed(uuid)));
-      if (st === 'Stopped') return this.mustGet(uuid);
-      await sleep(this.clock, 1000);
+      if (st === 'Stopped') return this.changed(uuid);
+      const left = deadline - this.clock.now();
+      if (left <= 0) break;
+      await sleep(this.clock, Math.min(STOP_POLL_MS, left));
     }
-    await this.powerOff(uuid);
-    return this.mustGet(uuid);
+    throw new DriverError(409, `${vmName(uuid)} did not shut down within ${timeoutMs} ms of an ACPI shutdown (grace stop); stop it with type cold`, 'GRACE_TIMEOUT');
+  }
+
+  async reboot(uuid: string): Promise<AgentVm> {
+    const vm = await this.mustGet(uuid);
+    if (vm.state !== 'Running') throw new DriverError(409, `${vmName(uuid)} is ${vm.state}; only a Running VM reboots`);
+    await this.virsh('reboot', dashed(uuid));
+    return this.changed(uuid);
   }
 
   private async powerOff(uuid: string): Promise<void> {
@@ -298,7 +398,8 @@ export class LibvirtDriver implements HypervisorDriver {
     const vm = await this.mustGet(uuid);
     await this.powerOff(uuid);
     await this.virsh('undefine', dashed(uuid), '--nvram');
-    return { ...vm, state: 'Stopped' };
+    this.listeners.emit(uuid, null);
+    return plainVm(vm, 'Stopped');
   }
 
   async prepareMigration(vm: AgentVm): Promise<void> {
@@ -306,27 +407,83 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   /**
-   * The destination agent accepts the VM first (token check); then libvirt moves it. If
-   * `virsh migrate` fails, libvirt leaves the domain running here.
+   * Marker on disk, then the destination agent accepts (token check), then libvirt moves
+   * the domain. The destination agent only acknowledges, so a failed (even an unknown)
+   * delivery moved nothing: the VM stays here as it was. If `virsh migrate` fails, libvirt
+   * leaves the domain here; if the domain is gone anyway, it moved.
    */
   async migrate(uuid: string, to: MigrationTarget): Promise<AgentVm> {
     const vm = await this.mustGet(uuid);
-    if (vm.state !== 'Running') throw new DriverError(409, `${vmName(uuid)} is ${vm.state}; only a Running VM migrates`);
-    await to.deliver(vm);
+    if (vm.state !== 'Running' && vm.state !== 'Paused') throw new DriverError(409, `${vmName(uuid)} is ${vm.state}; only a Running or Paused VM migrates`);
+    const markers = await this.markers();
+    this.inFlight.add(uuid);
+    try {
+      await markers.set(uuid, { to: to.url, resume: vm.state });
+    } catch (err) {
+      this.inFlight.delete(uuid);
+      throw err;
+    }
+    this.listeners.emit(uuid, { ...vm, state: 'Migrating', migratingTo: to.url });
+    const done = async (moved: boolean) => {
+      this.inFlight.delete(uuid);
+      await markers.delete(uuid);
+      this.listeners.emit(uuid, moved ? null : vm);
+    };
+    try {
+      await to.deliver(plainVm(vm));
+    } catch (err) {
+      await done(false);
+      throw err instanceof DriverError ? new DriverError(502, err.message) : err;
+    }
     const host = new URL(to.url).hostname;
     const dest = (this.opts.migrateUri ?? 'qemu+tcp://{host}/system').replace('{host}', host);
     try {
-      await this.virsh('migrate', '--live', '--persistent', '--undefinesource', dashed(uuid), dest);
+      await this.virshWithin(this.opts.migrateTimeoutMs ?? DEFAULT_MIGRATE_TIMEOUT_MS, 'migrate', '--live', '--persistent', '--undefinesource', dashed(uuid), dest);
     } catch (err) {
-      throw new DriverError(502, `libvirt could not migrate ${vmName(uuid)} to ${dest}: ${(err as Error).message}`);
+      const still = await this.read(uuid).catch(() => vm);
+      await done(!still);
+      if (still) throw new DriverError(502, `libvirt could not migrate ${vmName(uuid)} to ${dest}: ${(err as Error).message}`);
     }
-    return vm;
+    if (this.inFlight.has(uuid)) await done(true);
+    return plainVm(vm);
+  }
+
+  async resolveMigration(uuid: string, completed: boolean): Promise<AgentVm | null> {
+    const markers = await this.markers();
+    if (this.inFlight.has(uuid)) throw new DriverError(409, `${vmName(uuid)} is being migrated right now: resolve it once that has ended`);
+    const m = markers.get(uuid);
+    const vm = await this.read(uuid);
+    if (!vm) {
+      await markers.delete(uuid);
+      if (completed) return null;
+      throw notFound(uuid);
+    }
+    if (!m) {
+      if (!completed) return vm;
+      throw new DriverError(409, `${vmName(uuid)} is not migrating away from this host: refusing to destroy it`);
+    }
+    if (completed) {
+      await this.powerOff(uuid);
+      try {
+        await this.virsh('undefine', dashed(uuid), '--nvram');
+      } catch (err) {
+        if (!isNoDomain(err)) throw err;
+      }
+      await markers.delete(uuid);
+      this.listeners.emit(uuid, null);
+      return null;
+    }
+    if (m.resume === 'Running' && vm.state === 'Paused') await this.virsh('resume', dashed(uuid));
+    await markers.delete(uuid);
+    return this.changed(uuid);
   }
 
   /** libvirt itself moves the domain; the destination only acknowledges it. */
   async receive(vm: AgentVm): Promise<AgentVm> {
-    return { ...vm, state: 'Running' };
+    return plainVm(vm, vm.state === 'Paused' ? 'Paused' : 'Running');
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    if (this.markersP) await (await this.markersP.catch(() => undefined))?.flush();
+  }
 }

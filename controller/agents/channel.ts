@@ -2,11 +2,17 @@
  * The long-lived channel to each agent (protocol/agent.ts): one streaming POST per host
  * that carries pings one way and pongs plus heartbeats the other. It is how the controller
  * notices within a second or two that an agent died (the socket closes) or its host went
- * silent (heartbeats stop), without holding a second socket per host for pings.
+ * silent (heartbeats stop), without holding a second socket per host for pings. The agent
+ * also pushes VM changes on it (`vm` frames, handed to `onVm`).
+ *
+ * The agent's 200 is signed (x-hk-answer-sig over status, our nonce, empty body) and checked
+ * here; frames are not signed (protocol/agent.ts, VmFrame, says why).
  */
 import http from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
-import { AGENT_PATHS, type AgentFrame, type AgentIdentity, HEARTBEAT_MS, heartbeatDeadline, signedHeaders } from '../../protocol/agent.ts';
+import {
+  AGENT_PATHS, ANSWER_SIG_HEADER, AUTH, type AgentFrame, type AgentIdentity, type AgentVm, HEARTBEAT_MS, heartbeatDeadline, signedHeaders, verifyAnswer,
+} from '../../protocol/agent.ts';
 import { AgentError, type AgentTarget } from './client.ts';
 
 export class Channel {
@@ -27,6 +33,8 @@ export class Channel {
     private readonly req: http.ClientRequest,
     private readonly now: () => number,
     private readonly onLost: (reason: string) => void,
+    /** Each `vm` frame: the VM now on that host, or null when it left the host. Exceptions are swallowed. */
+    private readonly onVm?: (vmUuid: string, vm: AgentVm | null) => void,
   ) {
     this.lastSeen = now();
   }
@@ -64,6 +72,12 @@ export class Channel {
           this.pending.delete(f.id);
           const { hostUuid, agentVersion, bootId, instanceId } = f;
           p.resolve({ hostUuid, agentVersion, bootId, instanceId });
+        }
+      } else if (f.t === 'vm' && typeof f.vmUuid === 'string' && this.onVm) {
+        try {
+          this.onVm(f.vmUuid, f.vm ?? null);
+        } catch {
+          // The caller's problem; the channel keeps reading.
         }
       }
     }
@@ -132,14 +146,16 @@ export function openChannel(
   now: () => number,
   timeoutMs: number,
   onLost: (reason: string) => void,
+  onVm?: (vmUuid: string, vm: AgentVm | null) => void,
 ): Promise<Channel> {
   const path = AGENT_PATHS.channel;
   return new Promise((resolve, reject) => {
+    const signed = signedHeaders(t.secret, t.uuid, 'POST', path, '', now());
     const req = http.request({
       host: t.managementIp, port: t.agentPort, path, method: 'POST', agent: false,
-      headers: { 'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked', ...signedHeaders(t.secret, t.uuid, 'POST', path, '', now()) },
+      headers: { 'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked', ...signed },
     });
-    const ch = new Channel(t.uuid, req, now, onLost);
+    const ch = new Channel(t.uuid, req, now, onLost, onVm);
     const timer = setTimeout(() => req.destroy(new AgentError('timeout', `agent ${t.managementIp} did not accept the channel within ${timeoutMs} ms`)), timeoutMs);
     req.once('error', (e) => {
       clearTimeout(timer);
@@ -152,6 +168,11 @@ export function openChannel(
         res.resume();
         req.destroy();
         return reject(new AgentError(res.statusCode === 401 ? 'unauthorized' : 'refused', `agent ${t.managementIp} refused the channel: HTTP ${res.statusCode}`));
+      }
+      if (!verifyAnswer(t.secret, 200, signed[AUTH.nonce]!, '', res.headers[ANSWER_SIG_HEADER])) {
+        res.resume();
+        req.destroy();
+        return reject(new AgentError('unauthorized', `agent ${t.managementIp} accepted the channel without a valid answer signature: not our agent, or its secret differs`));
       }
       ch.attach(res);
       resolve(ch);

@@ -5,9 +5,16 @@
  *
  * Request timeouts use real timers: they bound real I/O. Loops that decide *when* to call
  * (tracker, reconnects) take the injected clock instead.
+ *
+ * Every answer must carry the agent's answer signature (x-hk-answer-sig: HMAC with the host
+ * secret over status, our request nonce and the body), so a party between us and the agent
+ * cannot make up "VM stopped" or "migrated". An answer without a valid one is an
+ * AgentError 'unauthorized', whatever its status. (A 401 is never signed: the agent did not
+ * accept our request, because the secrets differ, or it restarted after we signed and
+ * refuses requests signed before its start; a fresh call signs anew.)
  */
 import http from 'node:http';
-import { type AgentResponse, signedHeaders } from '../../protocol/agent.ts';
+import { ANSWER_SIG_HEADER, AUTH, type AgentErrorCode, type AgentResponse, signedHeaders, verifyAnswer } from '../../protocol/agent.ts';
 import { Semaphore } from './semaphore.ts';
 
 export interface AgentTarget {
@@ -19,11 +26,19 @@ export interface AgentTarget {
 
 export type AgentErrorKind = 'unreachable' | 'timeout' | 'unauthorized' | 'refused' | 'bad-answer';
 
-/** A failed agent call; `message` says what happened in words an admin can act on. */
+/**
+ * A failed agent call; `message` says what happened in words an admin can act on. For an
+ * answer the agent gave ('refused'), `status` is its HTTP status and `code` its error code
+ * when it sent one (GRACE_TIMEOUT, MIGRATION_UNKNOWN: protocol/agent.ts AgentErrorCode).
+ */
 export class AgentError extends Error {
-  constructor(readonly kind: AgentErrorKind, message: string) {
+  readonly status?: number;
+  readonly code?: AgentErrorCode;
+  constructor(readonly kind: AgentErrorKind, message: string, detail: { status?: number; code?: AgentErrorCode } = {}) {
     super(message);
     this.name = 'AgentError';
+    if (detail.status !== undefined) this.status = detail.status;
+    if (detail.code !== undefined) this.code = detail.code;
   }
 }
 
@@ -80,12 +95,10 @@ export class AgentClient {
     const body = JSON.stringify(cmd ?? {});
     const where = `agent ${t.managementIp}:${t.agentPort}${path}`;
     return new Promise((resolve, reject) => {
+      const signed = signedHeaders(t.secret, t.uuid, 'POST', path, body, this.now());
       const req = http.request({
         host: t.managementIp, port: t.agentPort, path, method: 'POST', agent: session ?? false,
-        headers: {
-          'content-type': 'application/json', 'content-length': Buffer.byteLength(body),
-          ...signedHeaders(t.secret, t.uuid, 'POST', path, body, this.now()),
-        },
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...signed },
       });
       let localAddress = '';
       const timer = setTimeout(() => {
@@ -112,9 +125,14 @@ export class AgentClient {
         });
         res.on('end', () => {
           clearTimeout(timer);
-          const text = Buffer.concat(chunks).toString('utf8');
-          if (res.statusCode === 401) {
-            return reject(new AgentError('unauthorized', `${where} refused our signature: the host's agent secret differs from the controller's`));
+          const raw = Buffer.concat(chunks);
+          const text = raw.toString('utf8');
+          const status = res.statusCode ?? 0;
+          if (status === 401) {
+            return reject(new AgentError('unauthorized', `${where} refused our signature: the host's agent secret differs from the controller's, or the agent restarted after the request was signed`, { status }));
+          }
+          if (!verifyAnswer(t.secret, status, signed[AUTH.nonce]!, raw, res.headers[ANSWER_SIG_HEADER])) {
+            return reject(new AgentError('unauthorized', `${where} answered ${status} without a valid answer signature: not our agent, or its secret differs`, { status }));
           }
           let parsed: T;
           try {
@@ -122,8 +140,8 @@ export class AgentClient {
           } catch {
             return reject(new AgentError('bad-answer', `${where} answered ${res.statusCode} with a body that is not JSON`));
           }
-          if (res.statusCode !== 200 || parsed.success === false) {
-            return reject(new AgentError('refused', `${where} answered ${res.statusCode}: ${parsed.error ?? 'no reason given'}`));
+          if (status !== 200 || parsed.success === false) {
+            return reject(new AgentError('refused', `${where} answered ${status}: ${parsed.error ?? 'no reason given'}`, { status, code: parsed.code }));
           }
           resolve({ body: parsed, localAddress });
         });

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach } from 'vitest';
 import {
-  CONTROLLER_AGENT_PATHS, type FactsPush, type RegisterCmd, ReplayGuard, signedHeaders, verifySigned,
+  AGENT_PATHS, CONTROLLER_AGENT_PATHS, type FactsPush, type RegisterCmd, ReplayGuard, signedHeaders, verifySigned,
 } from '../../protocol/agent.ts';
 import type { Clock } from '../../agent/clock.ts';
 import { SimulatorDriver } from '../../agent/drivers/simulator.ts';
@@ -232,4 +232,68 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 5000): 
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+// ---- a controller-side channel reader ----------------------------------------------------------
+
+export interface ChannelReader {
+  status: Promise<number>;
+  /** Every non-empty line received so far, parsed. */
+  frames: { t: string; [k: string]: unknown }[];
+  /** Real arrival time (performance.now()) of each frame. */
+  at: number[];
+  close(): void;
+}
+
+/** Opens the agent's channel like the controller does and collects the frames it sends. */
+export function readChannel(agent: { url: string }, o: { clock?: Clock; hostUuid?: string; secret?: string } = {}): ChannelReader {
+  const frames: ChannelReader['frames'] = [];
+  const at: number[] = [];
+  let buf = '';
+  const req = http.request(agent.url + AGENT_PATHS.channel, {
+    method: 'POST',
+    agent: false,
+    headers: {
+      'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked',
+      ...signedHeaders(o.secret ?? SECRET, o.hostUuid ?? HOST_UUID, 'POST', AGENT_PATHS.channel, '', o.clock?.now() ?? Date.now()),
+    },
+  });
+  const status = new Promise<number>((resolve, reject) => {
+    req.on('response', (res) => {
+      resolve(res.statusCode ?? 0);
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        buf += c;
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (!line) continue;
+          frames.push(JSON.parse(line));
+          at.push(performance.now());
+        }
+      });
+    });
+    req.on('error', reject);
+  });
+  status.catch(() => {});
+  req.flushHeaders();
+  later(async () => void req.destroy());
+  return { status, frames, at, close: () => req.destroy() };
+}
+
+// ---- two agents for migrations ---------------------------------------------------------------
+
+export const SRC = { hostUuid: '5'.repeat(32), secret: 'source-secret-0123456789' };
+export const DST = { hostUuid: 'd'.repeat(32), secret: 'destination-secret-0123456789' };
+
+export type CallingAgent = RunningAgent & { sim: SimulatorDriver; call: (path: string, body: unknown, o?: SignOpts) => Promise<Answer> };
+
+/** An agent with its own identity whose `call` signs for it (on `clock`). */
+export async function agentAs(creds: { hostUuid: string; secret: string }, clock: Clock, o: TestAgentOptions = {}): Promise<CallingAgent> {
+  const dir = o.stateDir ?? (await tempDir());
+  if (!o.stateDir) await writeAgentJson(dir, creds);
+  const a = await makeAgent({ ...o, stateDir: dir, clock });
+  const call = (path: string, body: unknown, so: SignOpts = {}) => signedPost(a, path, body, { clock, ...creds, ...so });
+  return Object.assign(a, { call });
 }

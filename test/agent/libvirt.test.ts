@@ -10,11 +10,12 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { domainXml, LibvirtDriver, mapDomainState, parseDomainXml } from '../../agent/drivers/libvirt.ts';
+import { OUTGOING_FILE } from '../../agent/outgoing.ts';
 import { CommandError, type CommandRunner, execRunner } from '../../agent/exec.ts';
 import type { SystemProbe } from '../../agent/facts.ts';
 import { AGENT_PATHS, type AgentVm } from '../../protocol/agent.ts';
 import { FakeClock } from '../fakes/clock.ts';
-import { makeAgent, signedPost, tempDir, vmSpec } from './helpers.ts';
+import { makeAgent, signedPost, tempDir, until, vmSpec } from './helpers.ts';
 
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'libvirt-node.xml');
 const URI = `test://${FIXTURE}`;
@@ -104,6 +105,16 @@ function recorder(answers: Record<string, string | Error> = {}): CommandRunner &
 }
 
 const DASHED = '00000001-0000-0000-0000-000000000000';
+
+/** Moves the fake clock a second at a time whenever `p` waits on it, until `p` settles. */
+async function drive(clock: FakeClock, p: Promise<unknown>): Promise<void> {
+  let settled = false;
+  p.then(() => (settled = true), () => (settled = true));
+  while (!settled) {
+    await until(() => settled || clock.pending > 0);
+    if (!settled) clock.advance(1_000);
+  }
+}
 const xmlOf = (n: number) => domainXml(vmSpec(n));
 const notRunning = new CommandError('virsh: domain is not running', 'virsh', [], 1, '', 'error: Requested operation is not valid: domain is not running');
 const noDomain = new CommandError('virsh: no domain', 'virsh', [], 1, '', "error: failed to get domain '00000001'");
@@ -131,15 +142,69 @@ describe('libvirt driver write paths (command construction)', () => {
     expect(virshCalls(b.run)).toEqual([`resume ${DASHED}`]);
   });
 
-  it('stop: ACPI shutdown, and power off when the guest ignores it past the timeout', async () => {
+  it('stop grace: ACPI shutdown, polled until the timeout, then GRACE_TIMEOUT without powering off', async () => {
     const { d, run, clock } = await make({ dumpxml: xmlOf(1), domstate: 'running' });
+    const p = d.stop(vmSpec(1).uuid, { type: 'grace', graceTimeoutMs: 2_500 });
+    await drive(clock, p);
+    await expect(p).rejects.toMatchObject({ status: 409, code: 'GRACE_TIMEOUT', message: expect.stringMatching(/did not shut down within 2500 ms/) });
+    expect(virshCalls(run)).toEqual([`shutdown ${DASHED}`]);
+    expect(run.calls.filter((c) => c[3] === 'domstate').length).toBe(5); // the VM's read, then polls at 0, 1 s, 2 s, 2.5 s
+  });
+
+  it('stop grace: answers the Stopped VM as soon as the guest is off', async () => {
+    let polls = 0;
+    const run: CommandRunner = async (_f, args) => {
+      const sub = args[2];
+      if (sub === 'dumpxml') return { stdout: xmlOf(1), stderr: '' };
+      if (sub === 'domstate') return { stdout: polls++ < 2 ? 'running\n' : 'shut off\n', stderr: '' };
+      return { stdout: '', stderr: '' };
+    };
+    const clock = new FakeClock();
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock });
     const p = d.stop(vmSpec(1).uuid);
-    for (let i = 0; i < 5; i++) {
-      await new Promise((r) => setImmediate(r));
-      clock.advance(1_000);
-    }
-    await p;
-    expect(virshCalls(run)).toEqual([`shutdown ${DASHED}`, `destroy ${DASHED}`]);
+    await drive(clock, p);
+    expect((await p).state).toBe('Stopped');
+  });
+
+  it.each([
+    ['stop cold', (d: LibvirtDriver) => d.stop(vmSpec(1).uuid, { type: 'cold' }), 'running', [`destroy ${DASHED}`]],
+    ['reboot', (d: LibvirtDriver) => d.reboot(vmSpec(1).uuid), 'running', [`reboot ${DASHED}`]],
+    ['resolve, not completed: resumes a VM that was running', async (d: LibvirtDriver, dir: string) => {
+      await writeFile(join(dir, OUTGOING_FILE), JSON.stringify({ [vmSpec(1).uuid]: { to: 'http://10.0.0.7:7070', resume: 'Running' } }));
+      return d.resolveMigration(vmSpec(1).uuid, false);
+    }, 'paused', [`resume ${DASHED}`]],
+    ['resolve, completed: destroys and undefines the copy here', async (d: LibvirtDriver, dir: string) => {
+      await writeFile(join(dir, OUTGOING_FILE), JSON.stringify({ [vmSpec(1).uuid]: { to: 'http://10.0.0.7:7070', resume: 'Running' } }));
+      return d.resolveMigration(vmSpec(1).uuid, true);
+    }, 'paused', [`destroy ${DASHED}`, `undefine ${DASHED} --nvram`]],
+    ['a marker left by a previous process: the running domain is suspended at start', async (d: LibvirtDriver, dir: string) => {
+      await writeFile(join(dir, OUTGOING_FILE), JSON.stringify({ [vmSpec(1).uuid]: { to: 'http://10.0.0.7:7070', resume: 'Running' } }));
+      const vm = await d.get(vmSpec(1).uuid);
+      expect(vm?.migratingTo).toBe('http://10.0.0.7:7070');
+      await expect(d.start(vmSpec(1).uuid)).rejects.toMatchObject({ status: 409, message: expect.stringMatching(/awaits the outcome of its migration/) });
+      return vm;
+    }, 'running', [`suspend ${DASHED}`]],
+  ])('%s: the virsh commands', async (_n, op, domstate, calls) => {
+    const dir = await tempDir();
+    const run = recorder({ dumpxml: xmlOf(1), domstate });
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: dir, run, clock: new FakeClock() });
+    await op(d, dir);
+    expect(virshCalls(run)).toEqual(calls);
+  });
+
+  it('stop grace of a Paused domain: GRACE_TIMEOUT at once (its guest cannot see ACPI)', async () => {
+    const { d, run } = await make({ dumpxml: xmlOf(1), domstate: 'paused' });
+    await expect(d.stop(vmSpec(1).uuid)).rejects.toMatchObject({ status: 409, code: 'GRACE_TIMEOUT' });
+    expect(virshCalls(run)).toEqual([]);
+  });
+
+  it('announces its own changes to watchers (the seam for libvirt events: notifyExternalChange)', async () => {
+    const { d } = await make({ dumpxml: xmlOf(1), domstate: 'running' });
+    const seen: [string, string | null][] = [];
+    d.watch((uuid, vm) => seen.push([uuid, vm?.state ?? null]));
+    await d.reboot(vmSpec(1).uuid);
+    await d.notifyExternalChange(vmSpec(1).uuid);
+    expect(seen).toEqual([[vmSpec(1).uuid, 'Running'], [vmSpec(1).uuid, 'Running']]);
   });
 
   it('destroy: power off (tolerating a stopped domain) and undefine', async () => {
@@ -174,11 +239,22 @@ describe('libvirt driver write paths (command construction)', () => {
     await expect(stat(definedFile)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  it('migrate: the destination agent accepts first, then `virsh migrate --live` to its host', async () => {
+  it('migrate: marker on disk, the destination agent accepts, then `virsh migrate --live` to its host; marker removed', async () => {
     const { d, run } = await make({ dumpxml: xmlOf(1), domstate: 'running' });
+    const dir = (d as unknown as { opts: { stateDir: string } }).opts.stateDir;
     const delivered: string[] = [];
-    await d.migrate(vmSpec(1).uuid, { url: 'http://10.0.0.7:7070', deliver: async (vm) => void delivered.push(vm.uuid) });
+    const markerAtDelivery: unknown[] = [];
+    await d.migrate(vmSpec(1).uuid, {
+      url: 'http://10.0.0.7:7070',
+      deliver: async (vm) => {
+        delivered.push(vm.uuid);
+        markerAtDelivery.push(JSON.parse(await readFile(join(dir, OUTGOING_FILE), 'utf8')));
+        expect((await d.get(vm.uuid))?.state).toBe('Migrating');
+      },
+    });
     expect(delivered).toEqual([vmSpec(1).uuid]);
+    expect(markerAtDelivery).toEqual([{ [vmSpec(1).uuid]: { to: 'http://10.0.0.7:7070', resume: 'Running' } }]);
+    expect(JSON.parse(await readFile(join(dir, OUTGOING_FILE), 'utf8'))).toEqual({});
     expect(virshCalls(run)).toEqual([`migrate --live --persistent --undefinesource ${DASHED} qemu+tcp://10.0.0.7/system`]);
   });
 

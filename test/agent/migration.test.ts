@@ -90,7 +90,7 @@ describe('migration between two agents', () => {
     await src.driver.stop(vm.uuid);
     const r = await src.call(AGENT_PATHS.vmMigrate, { vmUuid: vm.uuid, destinationUrl: dst.url, token: TOKEN });
     expect(r.status).toBe(409);
-    expect(r.body.error).toMatch(/is Stopped; only a Running VM migrates/);
+    expect(r.body.error).toMatch(/is Stopped; only a Running or Paused VM migrates/);
     const missing = await src.call(AGENT_PATHS.vmMigrate, { vmUuid: vmSpec(9).uuid, destinationUrl: dst.url, token: TOKEN });
     expect(missing.status).toBe(404);
   });

@@ -1,11 +1,15 @@
 /**
  * A fake agent for controller tests: speaks protocol/agent.ts over real HTTP on a loopback
- * address, checks signatures like the real one, and can be made slow, wrong or dead per path.
+ * address, checks signatures like the real one, signs its answers like the real one (set
+ * `signAnswers = false` to play an impostor), pushes `vm` frames on its channels
+ * (`pushVm`), keeps a plain VM list for the VM commands, and can be made slow, wrong or dead
+ * per path.
  */
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import {
-  AGENT_PATHS, type AgentIdentity, type AgentVm, type HostFacts, ReplayGuard, verifySigned,
+  AGENT_PATHS, ANSWER_SIG_HEADER, answerSignature, AUTH, type AgentIdentity, type AgentVm, type HostFacts, ReplayGuard, verifySigned,
+  type VmFrame,
 } from '../../protocol/agent.ts';
 
 export type Behaviour =
@@ -32,7 +36,11 @@ export class FakeAgent {
   /** Answer pings on the channel (false: swallow them, as a frozen agent would). */
   answerChannelPings = true;
   heartbeats = true;
+  /** Sign answers with the secret (false: answers as an impostor would, unsigned). */
+  signAnswers = true;
   readonly calls: string[] = [];
+  /** Bodies of the calls, in order (parsed JSON). */
+  readonly bodies: { path: string; body: unknown }[] = [];
   channelPings = 0;
   private readonly sockets = new Set<Socket>();
   private readonly channels = new Set<http.ServerResponse>();
@@ -75,6 +83,24 @@ export class FakeAgent {
     this.identity = { ...this.identity, hostUuid: null, instanceId: `inst-${Math.random()}` };
   }
 
+  /** Sends a `vm` frame on every open channel (null: the VM left this host). */
+  pushVm(vmUuid: string, vm: AgentVm | null): void {
+    const f: VmFrame = { t: 'vm', vmUuid, vm };
+    for (const c of this.channels) c.write(`${JSON.stringify(f)}\n`);
+  }
+
+  /** The answer signature header for a request's nonce. */
+  private sig(req: http.IncomingMessage, status: number, body: string): Record<string, string> {
+    const nonce = req.headers[AUTH.nonce];
+    if (!this.signAnswers || typeof nonce !== 'string') return {};
+    return { [ANSWER_SIG_HEADER]: answerSignature(this.secret, status, nonce, body) };
+  }
+
+  private send(req: http.IncomingMessage, res: http.ServerResponse, status: number, out: object): void {
+    const text = JSON.stringify(out);
+    res.writeHead(status, { 'content-type': 'application/json', ...this.sig(req, status, text) }).end(text);
+  }
+
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const chunks: Buffer[] = [];
     const path = req.url ?? '';
@@ -85,7 +111,7 @@ export class FakeAgent {
         return;
       }
       this.calls.push(path);
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      res.writeHead(200, { 'content-type': 'application/x-ndjson', ...this.sig(req, 200, '') });
       res.flushHeaders();
       this.channels.add(res);
       let buf = '';
@@ -114,14 +140,14 @@ export class FakeAgent {
       }
       this.calls.push(path);
       const b = this.behaviour[path] ?? { kind: 'ok' };
-      const answer = () => this.answer(path, body, res);
+      const answer = () => this.answer(req, path, body, res);
       switch (b.kind) {
         case 'ok':
           return answer();
         case 'slow':
           return void setTimeout(answer, b.ms);
         case 'error':
-          return void res.writeHead(b.status, { 'content-type': 'application/json' }).end(JSON.stringify({ success: false, error: b.message }));
+          return this.send(req, res, b.status, { success: false, error: b.message });
         case 'hang':
           return;
         case 'reset':
@@ -130,9 +156,17 @@ export class FakeAgent {
     });
   }
 
-  private answer(path: string, body: Buffer, res: http.ServerResponse): void {
+  private answer(req: http.IncomingMessage, path: string, body: Buffer, res: http.ServerResponse): void {
     const cmd = body.length ? JSON.parse(body.toString('utf8')) : {};
-    let out: object;
+    this.bodies.push({ path, body: cmd });
+    const vmOf = (uuid: string) => this.vms.find((v) => v.uuid === uuid);
+    const setState = (uuid: string, state: AgentVm['state']): object | undefined => {
+      const vm = vmOf(uuid);
+      if (!vm) return undefined;
+      vm.state = state;
+      return { vm: { ...vm } };
+    };
+    let out: object | undefined;
     switch (path) {
       case AGENT_PATHS.echo:
         out = {};
@@ -153,10 +187,32 @@ export class FakeAgent {
       case AGENT_PATHS.vmList:
         out = { vms: this.vms };
         break;
+      case AGENT_PATHS.vmCreate: {
+        if (vmOf(cmd.vm.uuid)) return this.send(req, res, 409, { success: false, error: `vm[uuid:${cmd.vm.uuid}] already exists on this host` });
+        const vm: AgentVm = { ...cmd.vm, state: cmd.start ? 'Running' : 'Stopped' };
+        this.vms.push(vm);
+        out = { vm: { ...vm } };
+        break;
+      }
+      case AGENT_PATHS.vmStart:
+        out = setState(cmd.vmUuid, 'Running');
+        break;
+      case AGENT_PATHS.vmStop:
+        out = setState(cmd.vmUuid, 'Stopped');
+        break;
+      case AGENT_PATHS.vmReboot:
+        out = setState(cmd.vmUuid, 'Running');
+        break;
+      case AGENT_PATHS.vmDestroy: {
+        const vm = vmOf(cmd.vmUuid);
+        if (vm) this.vms = this.vms.filter((v) => v !== vm);
+        out = vm && { vm: { ...vm, state: 'Stopped' } };
+        break;
+      }
       default:
-        res.writeHead(404, { 'content-type': 'application/json' }).end('{"success":false,"error":"no such path"}');
-        return;
+        return this.send(req, res, 404, { success: false, error: 'no such path' });
     }
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ success: true, ...out }));
+    if (!out) return this.send(req, res, 404, { success: false, error: `vm[uuid:${cmd.vmUuid}] is not on this host` });
+    this.send(req, res, 200, { success: true, ...out });
   }
 }
