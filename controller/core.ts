@@ -13,7 +13,13 @@ import { createLogger, type Logger } from './log.ts';
 import { Auth } from './services/auth.ts';
 import { GlobalConfigs } from './services/configs.ts';
 import { Hosts } from './services/hosts.ts';
-import { Jobs, sweepExpired } from './services/jobs.ts';
+import { JOB_TTL_MS, Jobs, sweepExpired } from './services/jobs.ts';
+import { HostOps } from './flows/host-ops.ts';
+import { Reservations } from './services/capacity.ts';
+import { Maintenance } from './flows/maintenance.ts';
+import { defineMigrateVm } from './flows/migrate-vm.ts';
+import { FlowRunner } from './flows/runner.ts';
+import { VmOps, type VmOpsOptions } from './flows/vm-ops.ts';
 import { EmbeddedStore } from './store/embedded-store.ts';
 import type { Repository } from './store/repository.ts';
 
@@ -27,6 +33,12 @@ export interface Core {
   hosts: Hosts;
   agents: HostAgents;
   deployer: Deployer;
+  runner: FlowRunner;
+  vmOps: VmOps;
+  maintenance: Maintenance;
+  hostOps: HostOps;
+  /** Reserved memory per host, cached for the allocator (invalidated when a tag changes). */
+  reservations: Reservations;
   close(): Promise<void>;
 }
 
@@ -43,19 +55,32 @@ export interface CoreOptions {
   agents?: HostAgentsOptions;
   /** Agent deployment over SSH (AddKVMHost); dataDir and advertiseUrl come from above. */
   deploy?: Partial<Omit<DeployerOptions, 'dataDir'>>;
+  /** VM operation timeouts (tests shorten them). */
+  vms?: VmOpsOptions;
 }
 
 export async function openCore(opts: CoreOptions): Promise<Core> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log ?? createLogger();
-  const repo = await EmbeddedStore.open(opts.dataDir, { sync: opts.sync ?? true });
+  const repo = await EmbeddedStore.open(opts.dataDir, { sync: opts.sync ?? true, log });
   try {
     const configs = await GlobalConfigs.load(repo, log);
     const jobs = new Jobs(repo, clock, log);
-    await jobs.start();
+    const runner = new FlowRunner(repo, clock, log, jobs);
     const auth = new Auth(repo, clock);
+    const hosts = new Hosts(repo, clock, log);
+    const agents = new HostAgents(repo, clock, log, configs, hosts, opts.agents);
+    const reservations = new Reservations(repo, configs);
+    const vmOps = new VmOps(repo, clock, log, configs, agents, reservations, opts.vms);
+    agents.vmBusy = (vmUuid) => vmOps.busy(vmUuid);
+    const maintenance = new Maintenance(repo, log, configs, hosts, vmOps, runner, reservations);
+    defineMigrateVm(runner, repo, vmOps);
+    // Jobs that a flow finishes after the restart stay Running; the others were cut.
+    const resumable = await runner.resumableJobs();
+    await jobs.start((j) => resumable.has(j.uuid));
     jobs.onSweep(() => auth.sweep());
     jobs.onSweep(() => sweepExpired(repo, 'bootstrapToken', clock.now()));
+    jobs.onSweep(() => runner.sweep(JOB_TTL_MS));
     if (!(await auth.adminExists())) {
       let password = opts.adminPassword;
       if (!password) {
@@ -69,22 +94,25 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
       await auth.ensureAdmin(password);
       log.info({ account: 'admin' }, 'created the admin account');
     }
-    const hosts = new Hosts(repo, clock, log);
-    const agents = new HostAgents(repo, clock, log, configs, hosts, opts.agents);
     const key = await loadOrCreateKey(opts.dataDir);
     const deployer = new Deployer(repo, clock, log, hosts, agents, key, {
       hypervisor: 'libvirt', advertiseUrl: opts.agents?.advertiseUrl, ...opts.deploy, dataDir: opts.dataDir,
     });
-    return {
-      repo, clock, log, configs, jobs, auth, hosts, agents, deployer,
+    const core: Core = {
+      repo, clock, log, configs, jobs, auth, hosts, agents, deployer, runner, vmOps, maintenance, reservations,
+      hostOps: undefined as unknown as HostOps,
       async close() {
         jobs.stop();
+        // Flows stop at a safe point and stay Running: the next start resumes them.
+        await runner.stop();
         await deployer.stop();
         await agents.stop();
         await jobs.drain();
         await repo.close();
       },
     };
+    core.hostOps = new HostOps(core);
+    return core;
   } catch (err) {
     await repo.close();
     throw err;

@@ -7,9 +7,9 @@ import { z } from 'zod';
 import { invalidArgument } from './errors.ts';
 import { API_STATE_EVENTS } from './states.ts';
 import { RESOURCE_TYPES } from './tags.ts';
-import { UUID_RE } from './values.ts';
+import { isIPv4Address, isResourceName, UUID_RE } from './values.ts';
 
-const name = z.string().min(1, 'must not be empty').max(255, 'must be at most 255 characters');
+const name = z.string().min(1, 'must not be empty').max(255, 'must be at most 255 characters').refine(isResourceName, 'must not be blank or contain control characters');
 const description = z.string().max(2048, 'must be at most 2048 characters');
 const uuid = z.string().regex(UUID_RE, 'must be a uuid of 32 lowercase hex digits');
 const tagList = z.array(z.string()).max(100, 'must hold at most 100 tags').optional();
@@ -81,6 +81,37 @@ export const BootstrapTokenBody = z.strictObject({
   }),
   ...noTagsAllowed,
 });
+
+/** Largest VM the API takes: 16 TiB of memory, 1,024 CPUs, 16 NICs (bounds, not a capacity check). */
+export const VM_LIMITS = { memorySize: 16 * 1024 ** 4, cpuNum: 1024, nics: 16 } as const;
+
+const vmNic = z.strictObject({
+  ip: z.string().max(15).refine(isIPv4Address, 'must be an IPv4 address'),
+  mac: z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, 'must be a MAC address like 52:54:00:12:34:56 (lowercase hex)').optional(),
+});
+
+export const CreateVmBody = z.strictObject({
+  params: z.strictObject({
+    name,
+    description: description.optional(),
+    memorySize: z.number().int('must be an integer (bytes)').min(1024 ** 2, 'must be at least 1 MiB (bytes)').max(VM_LIMITS.memorySize, 'must be at most 16 TiB (bytes)'),
+    cpuNum: z.number().int('must be an integer').min(1, 'must be at least 1').max(VM_LIMITS.cpuNum, `must be at most ${VM_LIMITS.cpuNum}`),
+    hostUuid: uuid.optional(),
+    clusterUuid: uuid.optional(),
+    zoneUuid: uuid.optional(),
+    strategy: z.enum(['InstantStart', 'CreateStopped']).optional(),
+    vmNics: z.array(vmNic).max(VM_LIMITS.nics, `must hold at most ${VM_LIMITS.nics} NICs`).optional(),
+    resourceUuid: uuid.optional(),
+  }),
+  ...noTagsAllowed,
+});
+
+export const VM_ACTIONS = {
+  startVmInstance: z.strictObject({}),
+  stopVmInstance: z.strictObject({ type: z.enum(['grace', 'cold']).optional() }),
+  rebootVmInstance: z.strictObject({}),
+  migrateVm: z.strictObject({ hostUuid: uuid.optional() }),
+};
 
 export const DELETE_MODES = ['Permissive', 'Enforcing'] as const;
 

@@ -50,14 +50,23 @@ export interface HostRow extends HostCapacity {
   deployPhase?: 'login' | 'deploying' | 'done';
   /** The add asked to keep the host when deployment fails (system tag keepHostOnFailure). */
   keepOnFailure?: boolean;
+  /**
+   * Not in the inventory: what the VMs placed on the host hold (controller/services/capacity.ts
+   * recomputes them in every transaction that moves a VM), read by the allocator.
+   */
+  usedMemory?: number;
+  usedCpu?: number;
+  vmCount?: number;
 }
 export interface VmNic { ip: string; mac: string }
-export const VM_STATES = ['Created', 'Starting', 'Running', 'Stopping', 'Stopped', 'Migrating', 'Unknown', 'Destroyed'] as const;
+export const VM_STATES = ['Created', 'Starting', 'Running', 'Paused', 'Stopping', 'Stopped', 'Migrating', 'Unknown', 'Destroyed'] as const;
 export type VmState = (typeof VM_STATES)[number];
 export interface VmRow {
   uuid: string; name: string; hostUuid: string | null; lastHostUuid: string | null;
   clusterUuid: string | null; zoneUuid: string | null; state: VmState;
   memorySize: number; cpuNum: number; vmNics: VmNic[]; createDate: number; lastOpDate: number;
+  /** Not in the inventory: what a Migrating VM was before (Running or Paused), restored where it lands. */
+  stateBeforeMigration?: VmState;
 }
 export interface TagRow {
   uuid: string; resourceType: ResourceType; resourceUuid: string; tag: string;
@@ -119,7 +128,11 @@ export interface ResourceSpec {
   lists?: Record<string, FieldCatalogue>;
 }
 
-export type Kind = 'zone' | 'cluster' | 'host' | 'vm' | 'tag' | 'config' | 'account' | 'session' | 'job' | 'bootstrapToken';
+export type Kind = 'zone' | 'cluster' | 'host' | 'vm' | 'tag' | 'config' | 'account' | 'session' | 'job' | 'bootstrapToken'
+  /** In-flight VM migrations (controller/flows): the recorded target of each, until it settles. */
+  | 'migration'
+  /** Durable flows (controller/flows/runner.ts): steps, context and per-item progress. */
+  | 'flow';
 
 export const RESOURCES = {
   zone: {

@@ -13,12 +13,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  AGENT_PATHS, AGENT_PORT, type AgentIdentity, type CapacityRsp, type ConnectRsp, type FactRsp, HEARTBEAT_MS, heartbeatDeadline, heartbeatPeriodFor, type HostFacts,
+  AGENT_PATHS, AGENT_PORT, type AgentIdentity, type AgentVm, type CapacityRsp, type ConnectRsp, type FactRsp, HEARTBEAT_MS, heartbeatDeadline, heartbeatPeriodFor, type HostFacts,
   type PingRsp, type VmListRsp,
 } from '../../protocol/agent.ts';
+import { checkFacts } from '../../protocol/agent-schemas.ts';
 import { HkError, operationError } from '../../protocol/errors.ts';
 import { inMaintenance } from '../../protocol/states.ts';
-import type { HostRow, VmRow } from '../../protocol/resources.ts';
+import type { HostRow } from '../../protocol/resources.ts';
 import { metadataTag } from '../../protocol/tags.ts';
 import { plainIPv4 } from '../../protocol/values.ts';
 import { type Clock, sleep } from '../clock.ts';
@@ -29,6 +30,7 @@ import type { Hosts } from '../services/hosts.ts';
 import { hostRef } from '../services/inventory.ts';
 import type { JobHandle } from '../services/jobs.ts';
 import { syncInherentTags } from '../services/tags.ts';
+import { applyAgentReport } from '../services/vms.ts';
 import type { Repository } from '../store/repository.ts';
 import { type Channel, openChannel } from './channel.ts';
 import { AgentClient, AgentError, type AgentTarget } from './client.ts';
@@ -89,6 +91,8 @@ export class HostAgents {
   private beatMs = HEARTBEAT_MS;
   private readonly unsubscribe: (() => void)[] = [];
   private readonly graceMs: number;
+  /** Set by the VM operations: a VM with an operation running ignores pushes meanwhile. */
+  vmBusy: (vmUuid: string) => boolean = () => false;
   private readonly checkEveryMs: number;
   private startedAt: number;
 
@@ -215,7 +219,8 @@ export class HostAgents {
       {
         name: 'collect-facts',
         run: async () => {
-          ctx.facts = (await this.client.call<FactRsp>(target, AGENT_PATHS.fact, {}, timeout, session)).body.facts;
+          // Validated like admin input: an agent could otherwise store anything as a tag.
+          ctx.facts = checkFacts((await this.client.call<FactRsp>(target, AGENT_PATHS.fact, {}, timeout, session)).body.facts);
         },
       },
       {
@@ -233,7 +238,7 @@ export class HostAgents {
       {
         name: 'open-channel',
         run: async () => {
-          ctx.channel = await openChannel(target, () => this.clock.now(), timeout, (why) => this.onChannelLost(uuid, why));
+          ctx.channel = await openChannel(target, () => this.clock.now(), timeout, (why) => this.onChannelLost(uuid, why), (vmUuid, vm) => this.onVmPush(uuid, vmUuid, vm));
         },
         rollback: async () => ctx.channel?.close(),
       },
@@ -244,16 +249,13 @@ export class HostAgents {
             const now = this.clock.now();
             await syncInherentTags(tx, uuid, metadataTags(ctx.facts!), now);
             const c = ctx.cap!;
-            const running = ctx.vms!.filter((v) => v.state === 'Running');
-            const usedCpu = running.reduce((a, v) => a + v.cpuNum, 0);
-            const usedMem = running.reduce((a, v) => a + v.memorySize, 0);
-            await tx.update<HostRow>('host', uuid, {
-              cpuNum: c.cpuNum, cpuSockets: c.cpuSockets, totalCpuCapacity: c.cpuNum, availableCpuCapacity: Math.max(0, c.cpuNum - usedCpu),
-              totalMemoryCapacity: c.totalMemory, availableMemoryCapacity: Math.max(0, c.totalMemory - usedMem),
+            const h = await tx.update<HostRow>('host', uuid, {
+              cpuNum: c.cpuNum, cpuSockets: c.cpuSockets, totalMemoryCapacity: c.totalMemory,
               totalPhysicalMemory: c.totalMemory, availablePhysicalMemory: c.availablePhysicalMemory,
               bootId: ctx.identity!.bootId, instanceId: ctx.identity!.instanceId, agentVersion: ctx.identity!.agentVersion,
             });
-            await this.syncVms(tx, host, ctx.vms!, now);
+            // The agent is the truth about what runs on its host; capacity follows from it.
+            await applyAgentReport(tx, this.configs, now, h, ctx.vms!, true);
             await this.hosts.applyStatusEvent(tx, uuid, 'connected', '');
           });
         },
@@ -273,25 +275,18 @@ export class HostAgents {
     return this.hosts.mustGet(uuid);
   }
 
-  /** The agent is the truth about what runs on its host. */
-  private async syncVms(tx: Parameters<Parameters<Repository['transaction']>[0]>[0], host: HostRow, vms: VmListRsp['vms'], now: number): Promise<void> {
-    const seen = new Set<string>();
-    for (const v of vms) {
-      seen.add(v.uuid);
-      const state: VmRow['state'] = v.state === 'Paused' ? 'Running' : v.state;
-      const row = await tx.get<VmRow>('vm', v.uuid);
-      const fields = { name: v.name, hostUuid: host.uuid, clusterUuid: host.clusterUuid, zoneUuid: host.zoneUuid, state, memorySize: v.memorySize, cpuNum: v.cpuNum, vmNics: v.vmNics };
-      if (!row) {
-        await tx.insert<VmRow>('vm', { uuid: v.uuid, lastHostUuid: null, createDate: now, lastOpDate: now, ...fields });
-      } else if (JSON.stringify({ ...row, ...fields }) !== JSON.stringify(row)) {
-        await tx.update<VmRow>('vm', v.uuid, { ...fields, lastHostUuid: row.hostUuid !== host.uuid ? row.hostUuid : row.lastHostUuid, lastOpDate: now });
-      }
-    }
-    for (const row of await tx.find<VmRow>('vm', { hostUuid: host.uuid })) {
-      if (!seen.has(row.uuid) && row.state !== 'Stopped') {
-        await tx.update<VmRow>('vm', row.uuid, { state: 'Stopped', hostUuid: null, lastHostUuid: host.uuid, lastOpDate: now });
-      }
-    }
+  /**
+   * An agent pushed a VM change over the channel: recorded at once, unless an operation on
+   * that VM is running (its own answer settles the row; see flows/vm-ops.ts) or a migration
+   * of it is in flight (settled by asking both ends).
+   */
+  private onVmPush(hostUuid: string, vmUuid: string, vm: AgentVm | null): void {
+    if (this.stopped || this.vmBusy(vmUuid)) return;
+    void this.repo.transaction(async (tx) => {
+      const host = await tx.get<HostRow>('host', hostUuid);
+      if (!host || host.status !== 'Connected') return;
+      await applyAgentReport(tx, this.configs, this.clock.now(), host, vm ? [vm] : [], false, vm ? [] : [vmUuid]);
+    }).catch((err) => this.log.warn({ host: hostUuid, vm: vmUuid, err: (err as Error).message }, 'could not record a VM change pushed by the agent'));
   }
 
   // ---- tracking ----------------------------------------------------------------------------
@@ -426,7 +421,7 @@ export class HostAgents {
         if (this.tracked.get(uuid) !== t) return;
         const changed = this.identityChange(t.identity, pong, uuid);
         if (changed) throw new Error(changed);
-        t.channel = await openChannel(target, () => this.clock.now(), this.timeoutMs, (w) => this.onChannelLost(uuid, w));
+        t.channel = await openChannel(target, () => this.clock.now(), this.timeoutMs, (w) => this.onChannelLost(uuid, w), (vmUuid, vm) => this.onVmPush(uuid, vmUuid, vm));
         this.tellHeartbeat(t.channel);
       } catch (err) {
         if (this.tracked.get(uuid) === t) await this.declareDown(uuid, `${why}; ${(err as Error).message}`);

@@ -1,24 +1,21 @@
 /**
- * Host lifecycle: admin state changes (with the maintenance flow) and connection status
- * changes. Every change to one host goes through that host's queue (STYLE.md 6), so two
- * state changes never interleave, and is logged as one line.
+ * Host lifecycle: admin state changes and connection status changes (maintenance itself is
+ * a durable flow: controller/flows/maintenance.ts). Every change to one host goes through
+ * that host's queue (STYLE.md 6), so two state changes never interleave, and is logged as one
+ * line.
  */
-import { HkError, notFound, operationError } from '../../protocol/errors.ts';
-import type { HostRow, VmRow } from '../../protocol/resources.ts';
+import { notFound, operationError } from '../../protocol/errors.ts';
+import type { HostRow } from '../../protocol/resources.ts';
 import {
   type ApiStateEvent, apiEventToStateEvent, HOST_STATE_TABLE, HOST_STATUS_TABLE, type HostState,
   type HostStateEvent, type HostStatusEvent, IllegalTransitionError, nextState,
 } from '../../protocol/states.ts';
 import type { Clock } from '../clock.ts';
-import { runFlow, type Step } from '../flow.ts';
 import type { Logger } from '../log.ts';
 import { KeyedQueue } from '../queue.ts';
 import type { Repository, Tx } from '../store/repository.ts';
-import type { JobHandle } from './jobs.ts';
+import { markHostVmsUnknown } from './vms.ts';
 import { hostRef } from './inventory.ts';
-
-/** VMs that maintenance must move or stop: on the host and not known to be down (ZStack skips Unknown). */
-const VMS_TO_EVACUATE = new Set<VmRow['state']>(['Starting', 'Running', 'Stopping', 'Migrating', 'Created']);
 
 export class Hosts {
   readonly queue = new KeyedQueue();
@@ -64,51 +61,11 @@ export class Hosts {
     if (to === host.status && reason === host.statusReason) return host;
     const updated = await tx.update<HostRow>('host', uuid, { status: to, statusReason: reason, lastOpDate: this.clock.now() });
     if (to !== host.status) this.log.info({ host: uuid, event, from: host.status, to, reason }, 'host status changed');
+    // A VM on a Disconnected host is Unknown until its host reconnects and reports it.
+    if (to === 'Disconnected' && host.status !== 'Disconnected') {
+      const n = await markHostVmsUnknown(tx, this.clock.now(), uuid);
+      if (n > 0) this.log.info({ host: uuid, vms: n }, 'VMs of the disconnected host are Unknown');
+    }
     return updated;
-  }
-
-  /**
-   * Maintenance as a flow: PreMaintenance, move the VMs off, Maintenance. A failure rolls the
-   * host back to the state it had. Runs in the host's queue.
-   */
-  async maintain(uuid: string, job?: JobHandle): Promise<HostRow> {
-    return this.queue.run(uuid, async () => {
-      const host = await this.mustGet(uuid);
-      this.checkStateEvent(host, 'preMaintain');
-      const ctx = { original: host.state as HostState };
-      const steps: Step<typeof ctx>[] = [
-        {
-          name: 'enter-pre-maintenance',
-          run: async () => {
-            await this.repo.transaction((tx) => this.applyStateEvent(tx, uuid, 'preMaintain'));
-          },
-          rollback: async () => {
-            const back: HostStateEvent = ctx.original === 'Disabled' ? 'disable' : 'enable';
-            await this.repo.transaction((tx) => this.applyStateEvent(tx, uuid, back));
-          },
-        },
-        {
-          name: 'evacuate-vms',
-          run: async () => {
-            const vms = (await this.repo.find<VmRow>('vm', { hostUuid: uuid })).filter((v) => VMS_TO_EVACUATE.has(v.state));
-            if (vms.length > 0) {
-              // Moving VMs needs the agent channel and the migration flow; until they exist
-              // maintenance is refused rather than pretending the VMs moved.
-              throw new HkError('HOST.1001', `${hostRef(host)} still has ${vms.length} VMs (${vms.slice(0, 5).map((v) => v.uuid).join(', ')}); VM migration is not available in this controller yet, stop them first`);
-            }
-          },
-        },
-        {
-          name: 'enter-maintenance',
-          run: async () => {
-            await this.repo.transaction((tx) => this.applyStateEvent(tx, uuid, 'maintain'));
-          },
-        },
-      ];
-      await runFlow(`maintain-host-${uuid}`, steps, ctx, this.log, (current, total, step) =>
-        job?.progress({ current, total, step }),
-      );
-      return this.mustGet(uuid);
-    });
   }
 }

@@ -22,6 +22,8 @@ export interface JobProgress {
   total: number;
   step: string;
   message?: string;
+  /** Per-item work in flight (maintenance: the VMs moving now and their targets). */
+  items?: { uuid: string; name?: string; phase: string; target?: string }[];
 }
 
 export interface JobRow {
@@ -44,6 +46,12 @@ export interface JobHandle {
 
 export const JOB_TTL_MS = 3 * 3600 * 1000;
 
+/**
+ * Thrown by work that stops because the controller stops (a durable flow at a safe point):
+ * the job stays Running, and the flow that owns it finishes it after the next start.
+ */
+export class WorkInterrupted extends Error {}
+
 export class Jobs {
   private cancelSweep: (() => void) | undefined;
   private readonly running = new Set<Promise<unknown>>();
@@ -63,16 +71,19 @@ export class Jobs {
     this.alsoSweep.push(fn);
   }
 
-  /** Marks jobs cut by a restart as failed and starts the expiry sweep. */
-  async start(): Promise<void> {
-    const cut = (await this.repo.all<JobRow>('job')).filter((j) => j.status === 'Running');
+  /**
+   * Marks jobs cut by a restart as failed, except those `resumable` says a durable flow will
+   * finish (controller/flows/runner.ts), and starts the expiry sweep.
+   */
+  async start(resumable: (job: JobRow) => boolean = () => false): Promise<void> {
+    const cut = (await this.repo.all<JobRow>('job')).filter((j) => j.status === 'Running' && !resumable(j));
     if (cut.length > 0) {
       const now = this.clock.now();
       await this.repo.transaction(async (tx) => {
         for (const j of cut) {
           await tx.update<JobRow>('job', j.uuid, {
             status: 'Failed', lastOpDate: now,
-            error: new HkError('SYS.1000', `job[uuid:${j.uuid}, api:${j.apiName}] was cut by a controller restart; run it again`).toBody(),
+            error: new HkError('SYS.1000', `job[uuid:${j.uuid}, api:${j.apiName}] was cut by a controller restart and cannot be resumed; run it again`).toBody(),
           });
         }
       });
@@ -134,35 +145,54 @@ export class Jobs {
    * recorded. `work` reports progress through the handle and returns the response body.
    */
   async long(uuid: string, apiName: string, work: (job: JobHandle) => Promise<unknown>, webHook?: string, prepare?: (tx: Tx) => Promise<void>): Promise<JobRow> {
+    const job = await this.record(uuid, apiName, webHook, prepare);
+    this.attach(uuid, apiName, work);
+    return job;
+  }
+
+  /** Records a Running job; `prepare` (e.g. recording the host being added) commits with it or not at all. */
+  async record(uuid: string, apiName: string, webHook?: string, prepare?: (tx: Tx) => Promise<void>): Promise<JobRow> {
     const now = this.clock.now();
-    // `prepare` (e.g. recording the host being added) commits with the Running job or not at all.
-    const job = await this.repo.transaction(async (tx) => {
+    return this.repo.transaction(async (tx) => {
       await prepare?.(tx);
       return tx.insert<JobRow>('job', { uuid, apiName, status: 'Running', createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}) });
     });
-    const handle: JobHandle = {
+  }
+
+  /** Progress reporting for a Running job. */
+  handle(uuid: string): JobHandle {
+    return {
       uuid,
       progress: async (p) => {
         await this.repo.transaction((tx) => tx.update<JobRow>('job', uuid, { progress: p, lastOpDate: this.clock.now() }));
       },
     };
+  }
+
+  /**
+   * Runs `work` for a recorded Running job (a new one, or one a restart cut that a durable
+   * flow resumes) and records its outcome.
+   */
+  attach(uuid: string, apiName: string, work: (job: JobHandle) => Promise<unknown>): void {
+    const handle = this.handle(uuid);
     const p = (async () => {
       let patch: Partial<JobRow>;
       try {
         const result = await work(handle);
         patch = { status: 'Succeeded', result };
       } catch (err) {
+        if (err instanceof WorkInterrupted) return;
         const e = toHkError(err);
         if (e.code === 'SYS.1000') this.log.error({ job: uuid, api: apiName, err: (err as Error)?.stack }, 'job failed unexpectedly');
         patch = { status: 'Failed', error: e.toBody() };
       }
+      if (!(await this.repo.get('job', uuid))) return; // expired or removed meanwhile
       const done = await this.repo.transaction((tx) => tx.update<JobRow>('job', uuid, { ...patch, lastOpDate: this.clock.now() }));
       this.log.info({ job: uuid, api: apiName, status: done.status, err: done.error?.details }, 'job finished');
       this.notify(done);
     })().catch((err) => this.log.error({ job: uuid, err: (err as Error)?.message }, 'could not record job outcome'));
     this.running.add(p);
     void p.finally(() => this.running.delete(p));
-    return job;
   }
 
   /** POSTs a finished job's answer to its X-Web-Hook, best effort. */

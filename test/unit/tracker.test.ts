@@ -73,7 +73,8 @@ describe('connect flow', () => {
     const tags = (await t.core.repo.find<TagRow>('tag', { resourceUuid: uuid })).map((x) => x.tag).sort();
     expect(tags).toEqual(['capability:liveSnapshot', 'hvm::vmx', 'libvirt::version::9.0.0', 'os::distribution::debian', 'os::release::bookworm', 'os::version::12', 'qemu-img::version::7.2.0']);
     const h = (await t.core.repo.get<HostRow>('host', uuid))!;
-    expect(h).toMatchObject({ cpuNum: 8, totalMemoryCapacity: 16 * 2 ** 30, availableMemoryCapacity: 15 * 2 ** 30, availableCpuCapacity: 6 });
+    // CPU capacity is cpuNum x host/cpu.overProvisioning.ratio (10): 80, less the VM's 2.
+    expect(h).toMatchObject({ cpuNum: 8, totalMemoryCapacity: 16 * 2 ** 30, availableMemoryCapacity: 15 * 2 ** 30, totalCpuCapacity: 80, availableCpuCapacity: 78 });
     expect((await t.core.repo.find('vm', { hostUuid: uuid })).map((v) => v.uuid)).toEqual(['a1'.repeat(16)]);
     expect(t.core.agents.isTracked(uuid)).toBe(true);
   });
@@ -227,7 +228,7 @@ describe('failure detection', () => {
   });
 
   it('pings go out every ping.interval, and a new interval applies without restart', async () => {
-    const { t, clock, hosts } = await setup(1, { 'host/ping.interval': '10' });
+    const { t, clock, hosts } = await setup(1, { 'host/ping.timeout': '1', 'host/ping.interval': '10' });
     const { uuid, fake } = hosts[0]!;
     await t.core.agents.connect(uuid);
     // Fake time runs far ahead of the fake agent's real-time heartbeats here; this test is

@@ -1,0 +1,100 @@
+/**
+ * What every route file shares: the async-handler wrapper, request helpers (path uuid,
+ * deleteMode, job headers) and the two ways a create/action/delete answers 202: instant work
+ * committed with its finished job, or long work behind a Running job.
+ */
+import type { NextFunction, Request, Response, Router } from 'express';
+import { invalidArgument, notFound } from '../../protocol/errors.ts';
+import { DELETE_MODES } from '../../protocol/api.ts';
+import { isUuid } from '../../protocol/values.ts';
+import type { Core } from '../core.ts';
+import type { DeleteMode } from '../services/inventory.ts';
+import type { JobHandle } from '../services/jobs.ts';
+import type { Tx } from '../store/repository.ts';
+
+export type Rec = Record<string, unknown>;
+
+/** Wraps an async handler so its errors reach the error middleware. */
+export const h = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: NextFunction) => {
+  fn(req, res).catch(next);
+};
+
+export function deleteModeOf(req: Request): DeleteMode {
+  const extra = Object.keys(req.query).filter((k) => k !== 'deleteMode');
+  if (extra.length > 0) throw invalidArgument(`query parameter[${extra[0]}] is unknown; only deleteMode is taken`);
+  const m = req.query.deleteMode ?? 'Permissive';
+  if (typeof m !== 'string' || !(DELETE_MODES as readonly string[]).includes(m)) {
+    throw invalidArgument(`deleteMode[${String(m)}] must be one of ${DELETE_MODES.join(', ')}`);
+  }
+  return m as DeleteMode;
+}
+
+export function pathUuid(req: Request, what: string): string {
+  const u = req.params.uuid as string;
+  if (!isUuid(u)) throw notFound(`${what}[uuid:${u}] does not exist: not a 32-hex-digit uuid`);
+  return u;
+}
+
+/** The job id (X-Job-UUID or a new one) and web hook of a request, checked. */
+export interface JobHeaders {
+  id: string;
+  hook?: string;
+}
+
+function webHookOf(req: Request): string | undefined {
+  const w = req.get('x-web-hook');
+  if (w === undefined) return undefined;
+  try {
+    const u = new URL(w);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error();
+  } catch {
+    throw invalidArgument(`header X-Web-Hook[${w}] must be an http(s) URL`);
+  }
+  return w;
+}
+
+/** Splits an IPv6 address for a URL and drops the IPv4-mapped prefix. */
+function urlAddress(a: string | undefined): string {
+  const plain = (a ?? '127.0.0.1').replace(/^::ffff:(?=\d+\.)/, '');
+  return plain.includes(':') ? `[${plain}]` : plain;
+}
+
+export interface Api {
+  core: Core;
+  router: Router;
+  jobHeaders(req: Request): Promise<JobHeaders>;
+  /** Store-only work: the change and the finished job commit together, then 202. */
+  instant(req: Request, res: Response, apiName: string, work: (tx: Tx) => Promise<unknown>, hdr?: JobHeaders): Promise<void>;
+  /** Work that talks to agents: a Running job is stored, then 202; the work goes on. */
+  long(req: Request, res: Response, apiName: string, work: (job: JobHandle) => Promise<unknown>, hdr: JobHeaders, prepare?: (tx: Tx) => Promise<void>): Promise<void>;
+  /** 202 with the job's absolute location. */
+  accepted(req: Request, res: Response, id: string): void;
+}
+
+/**
+ * The job location is absolute (ZStack's SDK follows it) and built from the controller's
+ * configured API URL, else from the address the client actually connected to: never from
+ * the Host header, which a client (or anyone in between) can set to send the CLI elsewhere.
+ */
+export function makeApi(core: Core, router: Router, apiUrl?: string): Api {
+  const base = (req: Request) => apiUrl ?? `http://${urlAddress(req.socket.localAddress)}:${req.socket.localPort}`;
+  const accepted = (req: Request, res: Response, id: string) => {
+    res.status(202).json({ location: `${base(req)}/zstack/v1/api-jobs/${id}` });
+  };
+  const jobHeaders = async (req: Request): Promise<JobHeaders> => {
+    const hook = webHookOf(req);
+    return { id: await core.jobs.newId(req.get('x-job-uuid')), hook };
+  };
+  return {
+    core, router, jobHeaders, accepted,
+    async instant(req, res, apiName, work, hdr) {
+      const { id, hook } = hdr ?? (await jobHeaders(req));
+      await core.jobs.instant(id, apiName, work, hook);
+      accepted(req, res, id);
+    },
+    async long(req, res, apiName, work, hdr, prepare) {
+      await core.jobs.long(hdr.id, apiName, work, hdr.hook, prepare);
+      accepted(req, res, hdr.id);
+    },
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * Hosts: AddKVMHost, bootstrap tokens, the host actions (ChangeHostState, UpdateHost,
+ * ReconnectHost), DeleteHost and GetHostMaintenancePlan. Each parses, calls one method
+ * (services/, flows/, deploy/) and formats.
+ */
+import { ActionTags, AddKvmHostBody, BootstrapTokenBody, HOST_ACTIONS, parseBody } from '../../protocol/api.ts';
+import { invalidArgument } from '../../protocol/errors.ts';
+import { one } from '../../protocol/inventory.ts';
+import { type HostRow, RESOURCES } from '../../protocol/resources.ts';
+import { formatZStackDate } from '../../protocol/values.ts';
+import { HostAgents } from '../agents/host-agents.ts';
+import { controllerEndpoint } from './agent-api.ts';
+import { KEEP_ON_FAILURE_TAG } from '../deploy/deployer.ts';
+import { createBootstrapToken } from '../services/bootstrap.ts';
+import { insertHost, updateHost } from '../services/inventory.ts';
+import { type Api, deleteModeOf, h, pathUuid, type Rec } from './common.ts';
+
+export function hostRoutes(api: Api): void {
+  const { core, router } = api;
+  const { clock, log, jobs, hosts, deployer, hostOps, maintenance } = core;
+
+  router.post('/v1/hosts/kvm', h(async (req, res) => {
+    const b = parseBody(AddKvmHostBody, req.body);
+    // The password goes to the deployer's first SSH login and nowhere else: not the store,
+    // not the job, not the log.
+    const { username, password, ...params } = b.params;
+    const keep = (b.systemTags ?? []).includes(KEEP_ON_FAILURE_TAG);
+    const tags = { ...b, systemTags: b.systemTags?.filter((t) => t !== KEEP_ON_FAILURE_TAG) };
+    const hdr = await api.jobHeaders(req);
+    let uuid = '';
+    await api.long(req, res, 'AddKVMHost', async (job) => one(RESOURCES.host, await deployer.add(uuid, { username, password }, keep, job)), hdr, async (tx) => {
+      const host = await insertHost(tx, clock.now(), { ...params, agentPort: deployer.agentPort }, 'Connecting', 'deploying the agent', tags, controllerEndpoint(req));
+      await tx.update<HostRow>('host', host.uuid, { agentSecret: HostAgents.newSecret(), agentPort: deployer.agentPort, deployPhase: 'login' });
+      uuid = host.uuid;
+      log.info({ host: host.uuid, managementIp: host.managementIp, sshPort: host.sshPort, user: username }, 'adding host');
+    });
+  }));
+
+  router.post('/v1/hosts/bootstrap-tokens', h(async (req, res) => {
+    const b = parseBody(BootstrapTokenBody, req.body);
+    const hdr = await api.jobHeaders(req);
+    let shown: Rec | undefined;
+    // The token is shown once, in this answer; the job keeps the inventory without it.
+    await jobs.instant(hdr.id, 'CreateBootstrapToken', async (tx) => {
+      const { row, token } = await createBootstrapToken(tx, clock.now(), b.params.clusterUuid, b.params.ttlSeconds);
+      const inv = { uuid: row.uuid, clusterUuid: row.clusterUuid, expiredDate: formatZStackDate(row.expiredDate) };
+      shown = { inventory: { ...inv, token } };
+      return { inventory: { ...inv, token: '(shown once, when created)' } };
+    }, hdr.hook);
+    res.status(200).json(shown);
+  }));
+
+  router.get('/v1/hosts/:uuid/maintenance-plan', h(async (req, res) => {
+    const uuid = pathUuid(req, 'host');
+    await hosts.mustGet(uuid);
+    res.status(200).json({ inventories: await maintenance.plan(uuid) });
+  }));
+
+  router.put('/v1/hosts/:uuid/actions', h(async (req, res) => {
+    const uuid = pathUuid(req, 'host');
+    const body = req.body as Rec | undefined;
+    if (!body || typeof body !== 'object' || Array.isArray(body)) throw invalidArgument('body must be an object holding one action');
+    const actions = Object.keys(body).filter((k) => k !== 'systemTags' && k !== 'userTags');
+    const known = Object.keys(HOST_ACTIONS);
+    if (actions.length !== 1 || !known.includes(actions[0]!)) {
+      throw invalidArgument(`body must hold exactly one action of ${known.join(', ')}; got ${actions.join(', ') || 'none'}`);
+    }
+    const action = actions[0] as keyof typeof HOST_ACTIONS;
+    const params = parseBody(HOST_ACTIONS[action], body[action], action) as Rec;
+    parseBody(ActionTags, { systemTags: body.systemTags, userTags: body.userTags });
+    // Headers are checked before anything can be refused for the host's sake.
+    const hdr = await api.jobHeaders(req);
+    await hosts.mustGet(uuid);
+    switch (action) {
+      case 'changeHostState': {
+        const change = await hostOps.changeState(uuid, params.stateEvent as never);
+        if (change.kind === 'maintenance') {
+          await maintenance.start(await hosts.mustGet(uuid), { uuid: hdr.id, webHook: hdr.hook });
+          api.accepted(req, res, hdr.id);
+          return;
+        }
+        await hosts.queue.run(uuid, () => api.instant(req, res, 'ChangeHostState', change.run, hdr));
+        change.after();
+        return;
+      }
+      case 'updateHost':
+        await api.instant(req, res, 'UpdateHost', async (tx) => one(RESOURCES.host, await updateHost(tx, clock.now(), uuid, params, controllerEndpoint(req))), hdr);
+        return;
+      case 'reconnectHost': {
+        const host = await hostOps.checkReconnect(uuid);
+        await api.long(req, res, 'ReconnectHost', (job) => hostOps.reconnect(host, job), hdr);
+        return;
+      }
+    }
+  }));
+
+  router.delete('/v1/hosts/:uuid', h(async (req, res) => {
+    const uuid = pathUuid(req, 'host');
+    const mode = deleteModeOf(req);
+    const running = await hostOps.checkDelete(uuid, mode);
+    const hdr = await api.jobHeaders(req);
+    if (running.length > 0) {
+      await api.long(req, res, 'DeleteHost', async (job) => {
+        await hostOps.delete(uuid, mode, running, job);
+        return {};
+      }, hdr);
+      return;
+    }
+    // Nothing to stop: the record goes with its finished job in one transaction, in the host's queue.
+    let deleted: HostRow | undefined;
+    await hosts.queue.run(uuid, () => api.instant(req, res, 'DeleteHost', async (tx) => {
+      deleted = await hostOps.deleteInTx(tx, uuid, mode);
+      return {};
+    }, hdr));
+    if (deleted) hostOps.afterDelete(deleted);
+  }));
+}

@@ -1,0 +1,123 @@
+/**
+ * The host operations that join the store, the agents and deployment, each in one place:
+ * ChangeHostState (maintenance start and cancel, reconnect on leaving maintenance),
+ * ReconnectHost and DeleteHost. Routes check the request and call one method here.
+ */
+import { HkError, notFound } from '../../protocol/errors.ts';
+import { one } from '../../protocol/inventory.ts';
+import { type HostRow, RESOURCES, type VmRow } from '../../protocol/resources.ts';
+import { type ApiStateEvent, inMaintenance } from '../../protocol/states.ts';
+import { HOLDING_STATES, vmRef } from '../../protocol/vm.ts';
+import { HostAgents } from '../agents/host-agents.ts';
+import type { Core } from '../core.ts';
+import { type DeleteMode, deleteHost, hostRef } from '../services/inventory.ts';
+import type { JobHandle } from '../services/jobs.ts';
+import type { Tx } from '../store/repository.ts';
+
+export type StateChange =
+  | { kind: 'maintenance' }
+  | { kind: 'instant'; run: (tx: Tx) => Promise<unknown>; after: () => void };
+
+export class HostOps {
+  constructor(private readonly core: Core) {}
+
+  /**
+   * What a ChangeHostState asks for: maintenance (a durable flow) or an instant state change.
+   * `enable`/`disable` of a PreMaintenance host cancels its evacuation (the flow sees the new
+   * state and stops picking VMs); leaving Maintenance reconnects the host fully.
+   */
+  async changeState(uuid: string, apiEvent: ApiStateEvent): Promise<StateChange> {
+    const { hosts, agents, log } = this.core;
+    const host = await hosts.mustGet(uuid);
+    const event = hosts.checkStateEvent(host, apiEvent);
+    if (event === 'preMaintain') return { kind: 'maintenance' };
+    return {
+      kind: 'instant',
+      run: async (tx) => one(RESOURCES.host, await hosts.applyStateEvent(tx, uuid, event)),
+      after: () => {
+        if (host.state === 'Maintenance' && host.agentSecret) {
+          void agents.connect(uuid).catch((err) => {
+            log.info({ host: uuid, err: (err as Error).message }, 'reconnect after maintenance failed; retrying');
+            agents.retryLater(uuid, err);
+          });
+        }
+      },
+    };
+  }
+
+  /** Refuses at once what ReconnectHost cannot do; the work is `reconnect()`. */
+  async checkReconnect(uuid: string): Promise<HostRow> {
+    const host = await this.core.hosts.mustGet(uuid);
+    if (inMaintenance(host.state)) {
+      throw new HkError('SYS.1006', `host[uuid:${uuid}, state:${host.state}] is in maintenance: enable or disable it first`);
+    }
+    if (host.deployPhase === 'login' || this.core.deployer.isDeploying(uuid)) {
+      throw new HkError('SYS.1006', `${hostRef(host)} is being added (its agent is being deployed): wait for AddKVMHost to finish`);
+    }
+    HostAgents.target(host); // refuses at once when the host has no agent credentials
+    return host;
+  }
+
+  async reconnect(host: HostRow, job: JobHandle): Promise<unknown> {
+    try {
+      return one(RESOURCES.host, await this.core.deployer.reconnect(host.uuid, job));
+    } catch (err) {
+      this.core.agents.retryLater(host.uuid, err);
+      const e = err as HkError;
+      throw new HkError('HOST.1002', `unable to reconnect ${hostRef(host)}: ${e.details ?? e.message}`);
+    }
+  }
+
+  /**
+   * DeleteHost. Permissive refuses while VMs run there (naming them); Enforcing stops them
+   * first (on a Connected host). A host that is not Connected is always deleted: its VMs
+   * become Stopped with their last host kept, and are not restarted anywhere (the host may
+   * still be running them: never running twice wins over availability).
+   * Returns the VMs to stop before the record goes (none: delete at once).
+   */
+  async checkDelete(uuid: string, mode: DeleteMode): Promise<VmRow[]> {
+    const host = await this.core.repo.get<HostRow>('host', uuid);
+    if (!host) throw notFound(`host[uuid:${uuid}] does not exist`);
+    if (host.status !== 'Connected') return [];
+    const running = (await this.core.repo.find<VmRow>('vm', { hostUuid: uuid })).filter((v) => HOLDING_STATES.has(v.state) && v.state !== 'Unknown');
+    if (running.length > 0 && mode === 'Permissive') {
+      const names = running.slice(0, 10).map((v) => vmRef(v)).join(', ');
+      throw new HkError('SYS.1004', `${hostRef(host)} has ${running.length} running VMs (${names}${running.length > 10 ? ', ...' : ''}); migrate or stop them first, or delete with deleteMode=Enforcing`);
+    }
+    return running;
+  }
+
+  /** Stops `running` (cold: the host is going away), then deletes. In the host's queue. */
+  async delete(uuid: string, mode: DeleteMode, running: VmRow[], job?: JobHandle): Promise<void> {
+    const { hosts, vmOps, repo } = this.core;
+    for (const [i, vm] of running.entries()) {
+      await job?.progress({ current: i, total: running.length, step: 'stop-vms', message: `stopping ${vmRef(vm)}` });
+      await vmOps.stopForEvacuation(vm.uuid, 'cold').catch((err) => {
+        throw new HkError('SYS.1004', `cannot delete host[uuid:${uuid}]: stopping ${vmRef(vm)} failed: ${(err as HkError).details ?? (err as Error).message}`);
+      });
+    }
+    // Waits its turn in the host's queue: an add or reconnect in progress finishes (or fails)
+    // first, so nothing is deployed to a host that no longer exists.
+    const row = await hosts.queue.run(uuid, () => repo.transaction((tx) => this.deleteInTx(tx, uuid, mode)));
+    this.afterDelete(row);
+  }
+
+  /** The record's removal, in the caller's transaction; a host that is not Connected always goes. */
+  async deleteInTx(tx: Tx, uuid: string, mode: DeleteMode): Promise<HostRow> {
+    const h = await tx.get<HostRow>('host', uuid);
+    // Not Connected: its VMs become Stopped with their last host kept (Enforcing does that).
+    const row = await deleteHost(tx, this.core.clock.now(), uuid, h && h.status !== 'Connected' ? 'Enforcing' : mode);
+    this.core.log.info({ host: uuid, deleteMode: mode }, 'host deleted');
+    return row;
+  }
+
+  /** The record is gone whatever happens on the host; undoing the deployment there is best effort. */
+  afterDelete(row: HostRow): void {
+    const { agents, deployer, log } = this.core;
+    agents.forgetHost(row.uuid);
+    deployer.stopAgent(row).then(
+      (stopped) => stopped && log.info({ host: row.uuid }, 'agent stopped on the deleted host'),
+      (err) => log.warn({ host: row.uuid, err: (err as Error).message }, 'could not stop the agent on the deleted host'),
+    );
+  }
+}
