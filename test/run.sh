@@ -6,17 +6,17 @@ cd "$(dirname "$0")/.."
 
 [ -d node_modules ] || npm ci --no-audit --no-fund
 
-# System packages the tests use, installed once when missing (idempotent; needs root and apt).
-# libvirt-clients: the libvirt driver's read paths run against `virsh -c test:///...`.
-# qemu-utils: qemu-img, whose version the agent reports as a host fact.
-# ansible-core, openssh-server, sshpass: the test hosts (test/hosts/testhosts.ts) run a real
-# sshd each, and the deployment tests reach them with ansible-playbook and passwords.
+# System packages and services the tests use, provisioned when missing (idempotent; needs root
+# and apt). Each test/provision/*.sh says what it needs with `need_pkg NAME` (installed in one
+# apt run below) and may queue steps to run after the install with `after+=(FUNCTION)`
+# (starting a service, say).
 need=()
-command -v virsh >/dev/null 2>&1 || need+=(libvirt-clients)
-command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
-command -v ansible-playbook >/dev/null 2>&1 || need+=(ansible-core)
-[ -x /usr/sbin/sshd ] || need+=(openssh-server)
-command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
+need_pkg() { need+=("$@"); }
+after=()
+for f in test/provision/*.sh; do
+  # shellcheck source=/dev/null
+  . "$f"
+done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "provisioning: ${need[*]}"
@@ -26,6 +26,8 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "note: ${need[*]} missing and cannot be installed here; tests that need them will say so"
   fi
 fi
+# Steps a provision file queued with `after+=(function_name)`: start services and the like.
+for step in "${after[@]}"; do "$step"; done
 
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT

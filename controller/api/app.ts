@@ -15,6 +15,7 @@ import { formatZStackDate } from '../../protocol/values.ts';
 import type { Core } from '../core.ts';
 import { agentRouter } from './agent-api.ts';
 import { makeApi, h } from './common.ts';
+import { bootstrapRoutes } from './bootstrap.ts';
 import { configRoutes } from './configs.ts';
 import { hostRoutes } from './hosts.ts';
 import { jobRoutes } from './jobs.ts';
@@ -92,6 +93,8 @@ export function createApp(core: Core, opts: AppOptions = {}): express.Express {
 
   const api = makeApi(core, router, opts.apiUrl);
   jobRoutes(api);
+  // Before the queries: /v1/hosts/bootstrap-tokens is not a host uuid.
+  bootstrapRoutes(api);
   queryRoutes(api);
   zoneRoutes(api);
   hostRoutes(api);

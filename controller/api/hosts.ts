@@ -3,21 +3,19 @@
  * ReconnectHost), DeleteHost and GetHostMaintenancePlan. Each parses, calls one method
  * (services/, flows/, deploy/) and formats.
  */
-import { ActionTags, AddKvmHostBody, BootstrapTokenBody, HOST_ACTIONS, parseBody } from '../../protocol/api.ts';
+import { ActionTags, AddKvmHostBody, HOST_ACTIONS, parseBody } from '../../protocol/api.ts';
 import { invalidArgument } from '../../protocol/errors.ts';
 import { one } from '../../protocol/inventory.ts';
 import { type HostRow, RESOURCES } from '../../protocol/resources.ts';
-import { formatZStackDate } from '../../protocol/values.ts';
 import { HostAgents } from '../agents/host-agents.ts';
 import { controllerEndpoint } from './agent-api.ts';
 import { KEEP_ON_FAILURE_TAG } from '../deploy/deployer.ts';
-import { createBootstrapToken } from '../services/bootstrap.ts';
 import { insertHost, updateHost } from '../services/inventory.ts';
 import { type Api, deleteModeOf, h, pathUuid, type Rec } from './common.ts';
 
 export function hostRoutes(api: Api): void {
   const { core, router } = api;
-  const { clock, log, jobs, hosts, deployer, hostOps, maintenance } = core;
+  const { clock, log, hosts, deployer, hostOps, maintenance } = core;
 
   router.post('/v1/hosts/kvm', h(async (req, res) => {
     const b = parseBody(AddKvmHostBody, req.body);
@@ -34,20 +32,6 @@ export function hostRoutes(api: Api): void {
       uuid = host.uuid;
       log.info({ host: host.uuid, managementIp: host.managementIp, sshPort: host.sshPort, user: username }, 'adding host');
     });
-  }));
-
-  router.post('/v1/hosts/bootstrap-tokens', h(async (req, res) => {
-    const b = parseBody(BootstrapTokenBody, req.body);
-    const hdr = await api.jobHeaders(req);
-    let shown: Rec | undefined;
-    // The token is shown once, in this answer; the job keeps the inventory without it.
-    await jobs.instant(hdr.id, 'CreateBootstrapToken', async (tx) => {
-      const { row, token } = await createBootstrapToken(tx, clock.now(), b.params.clusterUuid, b.params.ttlSeconds);
-      const inv = { uuid: row.uuid, clusterUuid: row.clusterUuid, expiredDate: formatZStackDate(row.expiredDate) };
-      shown = { inventory: { ...inv, token } };
-      return { inventory: { ...inv, token: '(shown once, when created)' } };
-    }, hdr.hook);
-    res.status(200).json(shown);
   }));
 
   router.get('/v1/hosts/:uuid/maintenance-plan', h(async (req, res) => {
