@@ -88,6 +88,16 @@ export async function finish(t: TestController, res: request.Response): Promise<
   throw new Error('job never finished');
 }
 
+/**
+ * A refused asynchronous call: its 202 and then its job, read once without waiting for other
+ * jobs (a refusal is recorded before the 202 goes out).
+ */
+export async function refused(t: TestController, res: request.Response): Promise<{ status: number; body: any }> {
+  if (res.status !== 202) return { status: res.status, body: res.body };
+  const r = await request(t.app).get(new URL(res.body.location).pathname).set(t.auth);
+  return { status: r.status, body: r.body };
+}
+
 /** Calls and follows the job: `call(t, 'post', '/zones', body)`. */
 export async function call(
   t: TestController, method: 'get' | 'post' | 'put' | 'delete', path: string, body?: unknown,

@@ -4,7 +4,7 @@
  * committed with its finished job, or long work behind a Running job.
  */
 import type { NextFunction, Request, Response, Router } from 'express';
-import { invalidArgument, notFound } from '../../protocol/errors.ts';
+import { HkError, invalidArgument, notFound } from '../../protocol/errors.ts';
 import { DELETE_MODES } from '../../protocol/api.ts';
 import { isUuid } from '../../protocol/values.ts';
 import type { Core } from '../core.ts';
@@ -69,6 +69,14 @@ export interface Api {
   long(req: Request, res: Response, apiName: string, work: (job: JobHandle) => Promise<unknown>, hdr: JobHeaders, prepare?: (tx: Tx) => Promise<void>): Promise<void>;
   /** 202 with the job's absolute location. */
   accepted(req: Request, res: Response, id: string): void;
+  /**
+   * An asynchronous API (create, action, delete), as ZStack answers it: the job headers are
+   * checked first (a malformed one is refused at once, like malformed JSON or a missing
+   * session), then anything the handler refuses (bad value, unknown resource, wrong state)
+   * becomes the job's failure: 202, and the job answers 503 with the ZStack code, which is
+   * where ZStack's SDK reads codes from.
+   */
+  route(method: 'post' | 'put' | 'delete', path: string, apiName: string | ((req: Request) => string), fn: (req: Request, res: Response, hdr: JobHeaders) => Promise<void>): void;
 }
 
 /**
@@ -87,6 +95,19 @@ export function makeApi(core: Core, router: Router, apiUrl?: string): Api {
   };
   return {
     core, router, jobHeaders, accepted,
+    route(method, path, apiName, fn) {
+      router[method](path, h(async (req, res) => {
+        const hdr = await jobHeaders(req);
+        try {
+          await fn(req, res, hdr);
+        } catch (err) {
+          // Internal errors stay 500s: they are bugs, not answers.
+          if (res.headersSent || !(err instanceof HkError) || err.code === 'SYS.1000') throw err;
+          await core.jobs.failed(hdr.id, typeof apiName === 'string' ? apiName : apiName(req), err, hdr.hook);
+          accepted(req, res, hdr.id);
+        }
+      }));
+    },
     async instant(req, res, apiName, work, hdr) {
       const { id, hook } = hdr ?? (await jobHeaders(req));
       await core.jobs.instant(id, apiName, work, hook);

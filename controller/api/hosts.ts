@@ -17,14 +17,13 @@ export function hostRoutes(api: Api): void {
   const { core, router } = api;
   const { clock, log, hosts, deployer, hostOps, maintenance } = core;
 
-  router.post('/v1/hosts/kvm', h(async (req, res) => {
+  api.route('post', '/v1/hosts/kvm', 'AddKVMHost', async (req, res, hdr) => {
     const b = parseBody(AddKvmHostBody, req.body);
     // The password goes to the deployer's first SSH login and nowhere else: not the store,
     // not the job, not the log.
     const { username, password, ...params } = b.params;
     const keep = (b.systemTags ?? []).includes(KEEP_ON_FAILURE_TAG);
     const tags = { ...b, systemTags: b.systemTags?.filter((t) => t !== KEEP_ON_FAILURE_TAG) };
-    const hdr = await api.jobHeaders(req);
     let uuid = '';
     await api.long(req, res, 'AddKVMHost', async (job) => one(RESOURCES.host, await deployer.add(uuid, { username, password }, keep, job)), hdr, async (tx) => {
       const host = await insertHost(tx, clock.now(), { ...params, agentPort: deployer.agentPort }, 'Connecting', 'deploying the agent', tags, controllerEndpoint(req));
@@ -32,7 +31,7 @@ export function hostRoutes(api: Api): void {
       uuid = host.uuid;
       log.info({ host: host.uuid, managementIp: host.managementIp, sshPort: host.sshPort, user: username }, 'adding host');
     });
-  }));
+  });
 
   router.get('/v1/hosts/:uuid/maintenance-plan', h(async (req, res) => {
     const uuid = pathUuid(req, 'host');
@@ -40,7 +39,12 @@ export function hostRoutes(api: Api): void {
     res.status(200).json({ inventories: await maintenance.plan(uuid) });
   }));
 
-  router.put('/v1/hosts/:uuid/actions', h(async (req, res) => {
+  // The API name follows the action in the body (ZStack names each action's API).
+  const actionApi = (req: { body?: unknown }) => {
+    const k = Object.keys((req.body as Rec | undefined) ?? {}).find((x) => x in HOST_ACTIONS);
+    return k ? k[0]!.toUpperCase() + k.slice(1) : 'HostAction';
+  };
+  api.route('put', '/v1/hosts/:uuid/actions', actionApi, async (req, res, hdr) => {
     const uuid = pathUuid(req, 'host');
     const body = req.body as Rec | undefined;
     if (!body || typeof body !== 'object' || Array.isArray(body)) throw invalidArgument('body must be an object holding one action');
@@ -52,8 +56,6 @@ export function hostRoutes(api: Api): void {
     const action = actions[0] as keyof typeof HOST_ACTIONS;
     const params = parseBody(HOST_ACTIONS[action], body[action], action) as Rec;
     parseBody(ActionTags, { systemTags: body.systemTags, userTags: body.userTags });
-    // Headers are checked before anything can be refused for the host's sake.
-    const hdr = await api.jobHeaders(req);
     await hosts.mustGet(uuid);
     switch (action) {
       case 'changeHostState': {
@@ -76,13 +78,12 @@ export function hostRoutes(api: Api): void {
         return;
       }
     }
-  }));
+  });
 
-  router.delete('/v1/hosts/:uuid', h(async (req, res) => {
+  api.route('delete', '/v1/hosts/:uuid', 'DeleteHost', async (req, res, hdr) => {
     const uuid = pathUuid(req, 'host');
     const mode = deleteModeOf(req);
     const running = await hostOps.checkDelete(uuid, mode);
-    const hdr = await api.jobHeaders(req);
     if (running.length > 0) {
       await api.long(req, res, 'DeleteHost', async (job) => {
         await hostOps.delete(uuid, mode, running, job);
@@ -97,5 +98,5 @@ export function hostRoutes(api: Api): void {
       return {};
     }, hdr));
     if (deleted) hostOps.afterDelete(deleted);
-  }));
+  });
 }

@@ -4,28 +4,28 @@ import { notFound } from '../../protocol/errors.ts';
 import { one } from '../../protocol/inventory.ts';
 import { RESOURCES, type TagRow } from '../../protocol/resources.ts';
 import { createTag, deleteTag, updateSystemTag } from '../services/tags.ts';
-import { type Api, deleteModeOf, h, pathUuid } from './common.ts';
+import { type Api, deleteModeOf, pathUuid } from './common.ts';
 
 export function tagRoutes(api: Api): void {
-  const { router, core } = api;
+  const { core } = api;
   const { repo, clock } = core;
   for (const type of ['System', 'User'] as const) {
     const res = type === 'System' ? RESOURCES.systemTag : RESOURCES.userTag;
-    router.post(`/v1/${res.path}`, h(async (req, out) => {
+    const apiName = type === 'System' ? 'CreateSystemTag' : 'CreateUserTag';
+    api.route('post', `/v1/${res.path}`, apiName, async (req, out, hdr) => {
       const b = parseBody(CreateTagBody, req.body);
-      await api.instant(req, out, type === 'System' ? 'CreateSystemTag' : 'CreateUserTag', async (tx) =>
-        one(res, await createTag(tx, { ...b.params, type }, clock.now())));
+      await api.instant(req, out, apiName, async (tx) => one(res, await createTag(tx, { ...b.params, type }, clock.now())), hdr);
       core.reservations.invalidate();
-    }));
+    });
   }
-  router.put('/v1/system-tags/:uuid/actions', h(async (req, res) => {
+  api.route('put', '/v1/system-tags/:uuid/actions', 'UpdateSystemTag', async (req, res, hdr) => {
     const uuid = pathUuid(req, 'system tag');
     const b = parseBody(UpdateSystemTagBody, req.body);
     if (!(await repo.get('tag', uuid))) throw notFound(`system tag[uuid:${uuid}] does not exist`);
-    await api.instant(req, res, 'UpdateSystemTag', async (tx) => one(RESOURCES.systemTag, await updateSystemTag(tx, uuid, b.updateSystemTag.tag, clock.now())));
+    await api.instant(req, res, 'UpdateSystemTag', async (tx) => one(RESOURCES.systemTag, await updateSystemTag(tx, uuid, b.updateSystemTag.tag, clock.now())), hdr);
     core.reservations.invalidate();
-  }));
-  router.delete('/v1/tags/:uuid', h(async (req, res) => {
+  });
+  api.route('delete', '/v1/tags/:uuid', 'DeleteTag', async (req, res, hdr) => {
     const uuid = pathUuid(req, 'tag');
     deleteModeOf(req);
     const tag = await repo.get<TagRow>('tag', uuid);
@@ -33,8 +33,8 @@ export function tagRoutes(api: Api): void {
     await api.instant(req, res, 'DeleteTag', async (tx) => {
       await deleteTag(tx, uuid);
       return {};
-    });
+    }, hdr);
     // Reserved memory tags change placement at once (the allocator's cache is dropped).
     core.reservations.invalidate();
-  }));
+  });
 }

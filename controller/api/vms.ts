@@ -22,11 +22,10 @@ export function vmRoutes(api: Api): void {
   const { core, router } = api;
   const { repo, configs, vmOps, runner } = core;
 
-  router.post('/v1/vm-instances', h(async (req, res) => {
+  api.route('post', '/v1/vm-instances', 'CreateVmInstance', async (req, res, hdr) => {
     const b = parseBody(CreateVmBody, req.body);
     const p = b.params;
     if (p.resourceUuid && (await repo.get('vm', p.resourceUuid))) throw invalidArgument(`params.resourceUuid[${p.resourceUuid}] is already used`);
-    const hdr = await api.jobHeaders(req);
     const strategy = p.strategy ?? 'InstantStart';
     const request = {
       name: p.name, memorySize: p.memorySize, cpuNum: p.cpuNum, hostUuid: p.hostUuid, clusterUuid: p.clusterUuid, zoneUuid: p.zoneUuid, strategy,
@@ -41,9 +40,13 @@ export function vmRoutes(api: Api): void {
       return one(RESOURCES.vm, await vmOps.define(placed, strategy === 'InstantStart'));
     });
     api.accepted(req, res, hdr.id);
-  }));
+  });
 
-  router.put('/v1/vm-instances/:uuid/actions', h(async (req, res) => {
+  const actionApi = (req: { body?: unknown }) => {
+    const k = Object.keys((req.body as Rec | undefined) ?? {}).find((x) => x in VM_ACTIONS);
+    return k ? k[0]!.toUpperCase() + k.slice(1) : 'VmInstanceAction';
+  };
+  api.route('put', '/v1/vm-instances/:uuid/actions', actionApi, async (req, res, hdr) => {
     const uuid = pathUuid(req, 'vm');
     const body = req.body as Rec | undefined;
     if (!body || typeof body !== 'object' || Array.isArray(body)) throw invalidArgument('body must be an object holding one action');
@@ -54,7 +57,6 @@ export function vmRoutes(api: Api): void {
     }
     const action = actions[0] as keyof typeof VM_ACTIONS;
     const params = parseBody(VM_ACTIONS[action], body[action], action) as Rec;
-    const hdr = await api.jobHeaders(req);
     await mustGetVm(repo, uuid);
     const fmt = (vm: object) => one(RESOURCES.vm, vm);
     switch (action) {
@@ -80,18 +82,17 @@ export function vmRoutes(api: Api): void {
         return;
       }
     }
-  }));
+  });
 
-  router.delete('/v1/vm-instances/:uuid', h(async (req, res) => {
+  api.route('delete', '/v1/vm-instances/:uuid', 'DestroyVmInstance', async (req, res, hdr) => {
     const uuid = pathUuid(req, 'vm');
     deleteModeOf(req);
     await vmOps.check(uuid, 'destroy');
-    const hdr = await api.jobHeaders(req);
     await api.long(req, res, 'DestroyVmInstance', async () => {
       await vmOps.destroy(uuid);
       return {};
     }, hdr);
-  }));
+  });
 
   // ZStack answers the candidate hosts as HostInventory; `dropped` adds why each other host does not fit.
   router.get('/v1/vm-instances/:uuid/migration-target-hosts', h(async (req, res) => {

@@ -14,6 +14,7 @@ import { isUuid, newUuid } from '../../protocol/values.ts';
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import type { Repository, Tx } from '../store/repository.ts';
+import { recordEvent } from '../events.ts';
 
 export type JobStatus = 'Running' | 'Succeeded' | 'Failed';
 
@@ -58,6 +59,8 @@ export class Jobs {
 
   /** Other housekeeping run on the same timer (expired sessions and tokens). */
   private readonly alsoSweep: (() => Promise<unknown>)[] = [];
+  /** Told of every finished job after it commits (metrics); `err` is what the work threw. */
+  private readonly finishHooks: ((job: JobRow, err?: unknown) => void)[] = [];
 
   constructor(
     private readonly repo: Repository,
@@ -69,6 +72,14 @@ export class Jobs {
 
   onSweep(fn: () => Promise<unknown>): void {
     this.alsoSweep.push(fn);
+  }
+
+  onFinish(fn: (job: JobRow, err?: unknown) => void): void {
+    this.finishHooks.push(fn);
+  }
+
+  private finished(job: JobRow, err?: unknown): void {
+    for (const fn of this.finishHooks) fn(job, err);
   }
 
   /**
@@ -137,7 +148,23 @@ export class Jobs {
       });
     });
     this.notify(job);
+    this.finished(job);
     return job;
+  }
+
+  /**
+   * Records a job that failed before any work (the request was refused: bad value, unknown
+   * resource, wrong state). A job already recorded under that id keeps its own outcome.
+   */
+  async failed(uuid: string, apiName: string, err: HkError, webHook?: string): Promise<void> {
+    const now = this.clock.now();
+    const job = await this.repo.transaction(async (tx) => {
+      if (await tx.get('job', uuid)) return undefined;
+      return tx.insert<JobRow>('job', {
+        uuid, apiName, status: 'Failed', error: err.toBody(), createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}),
+      });
+    });
+    if (job) this.notify(job);
   }
 
   /**
@@ -155,6 +182,7 @@ export class Jobs {
     const now = this.clock.now();
     return this.repo.transaction(async (tx) => {
       await prepare?.(tx);
+      await recordEvent(tx, { type: 'JobStarted', resourceType: 'ApiJob', resourceUuid: uuid, resourceName: apiName, to: 'Running', message: `job[uuid:${uuid}, api:${apiName}] started` });
       return tx.insert<JobRow>('job', { uuid, apiName, status: 'Running', createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}) });
     });
   }
@@ -177,19 +205,30 @@ export class Jobs {
     const handle = this.handle(uuid);
     const p = (async () => {
       let patch: Partial<JobRow>;
+      let thrown: unknown;
       try {
         const result = await work(handle);
         patch = { status: 'Succeeded', result };
       } catch (err) {
         if (err instanceof WorkInterrupted) return;
+        thrown = err;
         const e = toHkError(err);
         if (e.code === 'SYS.1000') this.log.error({ job: uuid, api: apiName, err: (err as Error)?.stack }, 'job failed unexpectedly');
         patch = { status: 'Failed', error: e.toBody() };
       }
       if (!(await this.repo.get('job', uuid))) return; // expired or removed meanwhile
-      const done = await this.repo.transaction((tx) => tx.update<JobRow>('job', uuid, { ...patch, lastOpDate: this.clock.now() }));
+      const done = await this.repo.transaction(async (tx) => {
+        const row = await tx.update<JobRow>('job', uuid, { ...patch, lastOpDate: this.clock.now() });
+        await recordEvent(tx, {
+          type: 'JobFinished', resourceType: 'ApiJob', resourceUuid: uuid, resourceName: apiName, to: row.status,
+          severity: row.status === 'Failed' ? 'warning' : 'info',
+          message: `job[uuid:${uuid}, api:${apiName}] ${row.status === 'Failed' ? `failed: ${row.error?.details ?? row.error?.description}` : 'succeeded'}`,
+        });
+        return row;
+      });
       this.log.info({ job: uuid, api: apiName, status: done.status, err: done.error?.details }, 'job finished');
       this.notify(done);
+      this.finished(done, thrown);
     })().catch((err) => this.log.error({ job: uuid, err: (err as Error)?.message }, 'could not record job outcome'));
     this.running.add(p);
     void p.finally(() => this.running.delete(p));

@@ -12,7 +12,7 @@ import type { PlaybookHost, PlaybookOutcome } from '../../controller/deploy/ansi
 import type { DeployerOptions } from '../../controller/deploy/deployer.ts';
 import type { SshFailure } from '../../controller/deploy/ssh.ts';
 import { FakeSsh, refusingSsh } from '../fakes/ssh.ts';
-import { call, filesUnder, makeCluster, makeController, makeZone, type TestController } from '../helpers.ts';
+import { call, filesUnder, makeCluster, makeController, makeZone, refused, type TestController } from '../helpers.ts';
 
 const PASSWORD = 'Root-Passw0rd-Never-Kept';
 let open: TestController[] = [];
@@ -141,8 +141,8 @@ describe('AddKVMHost steps', () => {
     // While it deploys the host is there, Connecting, and cannot be reconnected.
     const [host] = await t.core.repo.find<any>('host', { managementIp: '10.1.2.4' });
     expect(host.status).toBe('Connecting');
-    const rc = await call(t, 'put', `/hosts/${host.uuid}/actions`, { reconnectHost: {} });
-    expect(rc.status).toBe(409);
+    const rc = await refused(t, await request(t.app).put(`/zstack/v1/hosts/${host.uuid}/actions`).set(t.auth).send({ reconnectHost: {} }));
+    expect(rc.status).toBe(503);
     expect(rc.body.error.details).toMatch(/being added/);
     // The playbook got a non-root user to become root, the recorded host key and the port.
     expect(seen[0]).toMatchObject({ address: '10.1.2.4', port: 2200, user: 'admin', become: true, hostKey: fake.hostKey });
@@ -162,8 +162,9 @@ describe('AddKVMHost steps', () => {
     const body = { params: { name: 'h', managementIp: '10.1.2.5', clusterUuid: cluster.uuid, username: 'root', password: PASSWORD } };
     const first = await request(t.app).post('/zstack/v1/hosts/kvm').set(t.auth).send(body);
     expect(first.status).toBe(202);
-    const second = await request(t.app).post('/zstack/v1/hosts/kvm').set(t.auth).send(body);
-    expect(second.status).toBe(400);
+    const second = await refused(t, await request(t.app).post('/zstack/v1/hosts/kvm').set(t.auth).send(body));
+    expect(second.status).toBe(503);
+    expect(second.body.error.code).toBe('SYS.1007');
     expect(second.body.error.details).toContain('10.1.2.5');
     release();
     await t.core.jobs.drain();

