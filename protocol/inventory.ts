@@ -12,7 +12,7 @@ export function toInventory(res: ResourceSpec, row: object, fields?: readonly st
   const r = row as Rec;
   const out: Rec = {};
   for (const f of fields ?? res.inventoryFields) {
-    const v = r[f];
+    const v = r[res.aliases?.[f] ?? f];
     out[f] = res.fields[f]?.type === 'date' && typeof v === 'number' ? formatZStackDate(v) : v ?? null;
   }
   return out;

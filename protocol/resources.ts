@@ -10,10 +10,14 @@ import type { ResourceType } from './tags.ts';
 export interface ZoneRow {
   uuid: string; name: string; description: string | null; state: 'Enabled' | 'Disabled';
   createDate: number; lastOpDate: number;
+  /** ZStack's ZoneInventory: type 'zstack'; the first zone created is the default one. */
+  type?: string; isDefault?: boolean;
 }
 export interface ClusterRow {
   uuid: string; name: string; description: string | null; zoneUuid: string; hypervisorType: 'KVM';
   state: 'Enabled' | 'Disabled'; createDate: number; lastOpDate: number;
+  /** ZStack's ClusterInventory: type 'zstack'; architecture from the first host that reports one. */
+  type?: string; architecture?: string | null;
 }
 export interface HostCapacity {
   cpuNum: number; cpuSockets: number; totalCpuCapacity: number; availableCpuCapacity: number;
@@ -31,6 +35,12 @@ export interface HostRow extends HostCapacity {
   agentPort?: number;
   /** The per-host secret requests are signed with; null until deployment or registration. */
   agentSecret?: string | null;
+  /**
+   * When the last certificate the controller issued to the host's agent expires (epoch ms);
+   * set once one was issued: from then on the agent must present a certificate from the CA
+   * (controller/agents/client.ts). Absent: not issued yet (provisional TLS).
+   */
+  agentCertNotAfter?: number;
   /** Identity the agent reported at the last connect (a change means a restart). */
   bootId?: string;
   instanceId?: string;
@@ -57,6 +67,11 @@ export interface HostRow extends HostCapacity {
   usedMemory?: number;
   usedCpu?: number;
   vmCount?: number;
+  /** From the agent's facts at each connect (ZStack's KVMHostInventory fields). */
+  osDistribution?: string | null;
+  osRelease?: string | null;
+  osVersion?: string | null;
+  architecture?: string | null;
 }
 export interface VmNic { ip: string; mac: string }
 export const VM_STATES = ['Created', 'Starting', 'Running', 'Paused', 'Stopping', 'Stopped', 'Migrating', 'Unknown', 'Destroyed'] as const;
@@ -89,17 +104,18 @@ const enumOf = (values: readonly string[]): FieldSpec => ({ type: 'string', valu
 const ENABLED_DISABLED = ['Enabled', 'Disabled'] as const;
 
 export const ZONE_FIELDS: FieldCatalogue = {
-  uuid: s, name: s, description: s, state: enumOf(ENABLED_DISABLED), createDate: d, lastOpDate: d,
+  uuid: s, name: s, description: s, state: enumOf(ENABLED_DISABLED), type: s, isDefault: b, createDate: d, lastOpDate: d,
 };
 export const CLUSTER_FIELDS: FieldCatalogue = {
   uuid: s, name: s, description: s, zoneUuid: s, hypervisorType: enumOf(['KVM']), state: enumOf(ENABLED_DISABLED),
-  createDate: d, lastOpDate: d,
+  type: s, architecture: s, createDate: d, lastOpDate: d,
 };
 export const HOST_FIELDS: FieldCatalogue = {
   uuid: s, name: s, description: s, zoneUuid: s, clusterUuid: s, managementIp: s, hypervisorType: enumOf(['KVM']),
   state: enumOf(HOST_STATES), status: enumOf(HOST_STATUSES), createDate: d, lastOpDate: d,
   cpuNum: n, cpuSockets: n, totalCpuCapacity: n, availableCpuCapacity: n, totalMemoryCapacity: n,
   availableMemoryCapacity: n, totalPhysicalMemory: n, availablePhysicalMemory: n,
+  osDistribution: s, osRelease: s, osVersion: s, architecture: s, sshPort: n,
 };
 export const VM_FIELDS: FieldCatalogue = {
   uuid: s, name: s, hostUuid: s, lastHostUuid: s, clusterUuid: s, zoneUuid: s, state: enumOf(VM_STATES),
@@ -111,7 +127,28 @@ export const TAG_FIELDS: FieldCatalogue = {
   uuid: s, resourceType: enumOf(['HostVO', 'ClusterVO', 'ZoneVO']), resourceUuid: s, tag: s,
   type: enumOf(['System', 'User']), inherent: b, createDate: d, lastOpDate: d,
 };
+/** What the domain event log records (controller/events.ts writes them, after their change commits). */
+export const EVENT_TYPES = [
+  'HostStatusChanged', 'HostStateChanged', 'VmStateChanged',
+  'MaintenanceStarted', 'MaintenanceDone', 'MaintenanceFailed', 'JobStarted', 'JobFinished',
+] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+export const EVENT_SEVERITIES = ['info', 'warning', 'error'] as const;
+export interface EventRow {
+  uuid: string; type: EventType; severity: (typeof EVENT_SEVERITIES)[number];
+  /** HostVO, VmInstanceVO or ApiJob; the name as it was when the event happened. */
+  resourceType: string; resourceUuid: string; resourceName: string | null;
+  /** The host concerned (a VM's host), so a host's page can list its VMs' events too. */
+  hostUuid: string | null;
+  from: string | null; to: string | null; message: string; createDate: number;
+}
+export const EVENT_FIELDS: FieldCatalogue = {
+  uuid: s, type: enumOf(EVENT_TYPES), severity: enumOf(EVENT_SEVERITIES), resourceType: enumOf(['HostVO', 'VmInstanceVO', 'ApiJob']),
+  resourceUuid: s, resourceName: s, hostUuid: s, from: s, to: s, message: s, createDate: d,
+};
 export const CONFIG_FIELDS: FieldCatalogue = { category: s, name: s, value: s, defaultValue: s, description: s };
+/** Bootstrap tokens as listed: never the token or its hash (controller/services/bootstrap.ts). */
+export const BOOTSTRAP_TOKEN_FIELDS: FieldCatalogue = { uuid: s, clusterUuid: s, expiredDate: d, createDate: d, maxUses: n, uses: n };
 
 /**
  * A resource as the API sees it. `nested` maps an expanded-query prefix (`zone`, `cluster`,
@@ -126,13 +163,19 @@ export interface ResourceSpec {
   inventoryFields: readonly string[];
   nested?: Record<string, { kind: Kind; fields: FieldCatalogue; lists?: Record<string, FieldCatalogue> }>;
   lists?: Record<string, FieldCatalogue>;
+  /** Inventory fields read from another row field (a host's `username` is its SSH user). */
+  aliases?: Record<string, string>;
 }
 
 export type Kind = 'zone' | 'cluster' | 'host' | 'vm' | 'tag' | 'config' | 'account' | 'session' | 'job' | 'bootstrapToken'
   /** In-flight VM migrations (controller/flows): the recorded target of each, until it settles. */
   | 'migration'
   /** Durable flows (controller/flows/runner.ts): steps, context and per-item progress. */
-  | 'flow';
+  | 'flow'
+  /** The bounded domain event log (controller/events.ts): oldest rows dropped past the cap. */
+  | 'event'
+  /** The controller CA (controller/pki/ca.ts): one row, shared by controllers on one database. */
+  | 'pki';
 
 export const RESOURCES = {
   zone: {
@@ -145,7 +188,8 @@ export const RESOURCES = {
   },
   host: {
     kind: 'host', path: 'hosts', schemaClass: 'org.zstack.kvm.KVMHostInventory', fields: HOST_FIELDS,
-    inventoryFields: Object.keys(HOST_FIELDS),
+    // username: not secret (ZStack returns it), absent for self-registered hosts.
+    inventoryFields: [...Object.keys(HOST_FIELDS), 'username'], aliases: { username: 'sshUser' },
     nested: {
       zone: { kind: 'zone', fields: ZONE_FIELDS },
       cluster: { kind: 'cluster', fields: CLUSTER_FIELDS },
@@ -167,6 +211,16 @@ export const RESOURCES = {
   config: {
     kind: 'config', path: 'global-configurations', schemaClass: 'org.zstack.core.config.GlobalConfigInventory',
     fields: CONFIG_FIELDS, inventoryFields: Object.keys(CONFIG_FIELDS),
+  },
+  /** Hostkeeper's own: ZStack has no event log resource, so the class name is ours. */
+  event: {
+    kind: 'event', path: 'events', schemaClass: 'org.hostkeeper.event.EventInventory', fields: EVENT_FIELDS,
+    inventoryFields: Object.keys(EVENT_FIELDS),
+  },
+  /** Hostkeeper's own (QueryBootstrapToken): ZStack has no bootstrap tokens, so the class name is ours. */
+  bootstrapToken: {
+    kind: 'bootstrapToken', path: 'hosts/bootstrap-tokens', schemaClass: 'org.hostkeeper.host.BootstrapTokenInventory',
+    fields: BOOTSTRAP_TOKEN_FIELDS, inventoryFields: Object.keys(BOOTSTRAP_TOKEN_FIELDS),
   },
 } as const satisfies Record<string, ResourceSpec>;
 

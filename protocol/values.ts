@@ -19,22 +19,30 @@ export function isUuid(s: unknown): s is string {
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
 /**
- * ZStack writes dates as Java's en-US medium format in UTC: `Jun 1, 2015 6:49:24 PM`.
- * Its SDK throws on anything else, so this is the only format the API ever emits.
+ * ZStack writes dates as Java's en-US medium format, `Jun 1, 2015 6:49:24 PM`, in the
+ * management node's time zone; its SDK parses them in the client's. So: UTC by default, and
+ * the zone in `TZ` when it is set (Node applies TZ to the Date's local getters). The SDK
+ * throws on anything else, so this is the only format the API ever emits.
  */
+const LOCAL = typeof process !== 'undefined' && !!process.env.TZ && !/^(UTC|Etc\/UTC|UTC0|:?UTC)$/i.test(process.env.TZ);
+
 export function formatZStackDate(ms: number): string {
   const d = new Date(ms);
-  const h24 = d.getUTCHours();
+  const h24 = LOCAL ? d.getHours() : d.getUTCHours();
   const h12 = h24 % 12 === 0 ? 12 : h24 % 12;
-  const mm = String(d.getUTCMinutes()).padStart(2, '0');
-  const ss = String(d.getUTCSeconds()).padStart(2, '0');
-  return `${MONTHS[d.getUTCMonth()]} ${d.getUTCDate()}, ${d.getUTCFullYear()} ${h12}:${mm}:${ss} ${h24 < 12 ? 'AM' : 'PM'}`;
+  const mm = String(LOCAL ? d.getMinutes() : d.getUTCMinutes()).padStart(2, '0');
+  const ss = String(LOCAL ? d.getSeconds() : d.getUTCSeconds()).padStart(2, '0');
+  const [mon, day, year] = LOCAL ? [d.getMonth(), d.getDate(), d.getFullYear()] : [d.getUTCMonth(), d.getUTCDate(), d.getUTCFullYear()];
+  return `${MONTHS[mon]} ${day}, ${year} ${h12}:${mm}:${ss} ${h24 < 12 ? 'AM' : 'PM'}`;
 }
 
 const ZSTACK_DATE_RE = /^([A-Z][a-z]{2}) (\d{1,2}), (\d{4}) (\d{1,2}):(\d{2}):(\d{2})[ \u202f](AM|PM)$/;
 const ISO_DATE_RE = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
 
-/** Parses a ZStack date or an ISO-8601 one (UTC when no zone is given); undefined when neither. */
+/**
+ * Parses a ZStack date (in the zone dates are written in: UTC, or TZ when set) or an ISO-8601
+ * one (UTC when it names no zone); undefined when neither.
+ */
 export function parseDate(s: string): number | undefined {
   const z = ZSTACK_DATE_RE.exec(s);
   if (z) {
@@ -43,7 +51,8 @@ export function parseDate(s: string): number | undefined {
     if (month < 0 || h < 1 || h > 12) return undefined;
     if (z[7] === 'AM' && h === 12) h = 0;
     else if (z[7] === 'PM' && h !== 12) h += 12;
-    return Date.UTC(Number(z[3]), month, Number(z[2]), h, Number(z[5]), Number(z[6]));
+    const parts = [Number(z[3]), month, Number(z[2]), h, Number(z[5]), Number(z[6])] as const;
+    return LOCAL ? new Date(...parts).getTime() : Date.UTC(...parts);
   }
   if (ISO_DATE_RE.test(s)) {
     const hasZone = /(Z|[+-]\d{2}:?\d{2})$/.test(s) && s.length > 10;

@@ -2,6 +2,8 @@
 # The README's test command (`npm test`): typecheck, then the whole vitest suite, then the
 # closing line `N passed, N failed` that CI reads (vitest does not print one).
 set -uo pipefail
+# Dates are written in UTC unless TZ says otherwise (contract); the tests expect UTC.
+export TZ=UTC
 cd "$(dirname "$0")/.."
 
 [ -d node_modules ] || npm ci --no-audit --no-fund

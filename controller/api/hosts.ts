@@ -22,6 +22,7 @@ export function hostRoutes(api: Api): void {
     // The password goes to the deployer's first SSH login and nowhere else: not the store,
     // not the job, not the log.
     const { username, password, ...params } = b.params;
+    await hostOps.checkResolves(params.managementIp);
     const keep = (b.systemTags ?? []).includes(KEEP_ON_FAILURE_TAG);
     const tags = { ...b, systemTags: b.systemTags?.filter((t) => t !== KEEP_ON_FAILURE_TAG) };
     let uuid = '';

@@ -3,7 +3,9 @@
  * ChangeHostState (maintenance start and cancel, reconnect on leaving maintenance),
  * ReconnectHost and DeleteHost. Routes check the request and call one method here.
  */
-import { HkError, notFound } from '../../protocol/errors.ts';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { HkError, invalidArgument, notFound } from '../../protocol/errors.ts';
 import { one } from '../../protocol/inventory.ts';
 import { type HostRow, RESOURCES, type VmRow } from '../../protocol/resources.ts';
 import { type ApiStateEvent, inMaintenance } from '../../protocol/states.ts';
@@ -13,6 +15,9 @@ import type { Core } from '../core.ts';
 import { type DeleteMode, deleteHost, hostRef } from '../services/inventory.ts';
 import type { JobHandle } from '../services/jobs.ts';
 import type { Tx } from '../store/repository.ts';
+
+/** How long a management address's DNS look-up may take (a real timer: it bounds real I/O). */
+const RESOLVE_TIMEOUT_MS = 5_000;
 
 export type StateChange =
   | { kind: 'maintenance' }
@@ -43,6 +48,21 @@ export class HostOps {
         }
       },
     };
+  }
+
+  /**
+   * AddKVMHost takes a DNS name as managementIp, as ZStack does: it must resolve before the
+   * job does any work, or the job fails with SYS.1007 naming it (not deep in the SSH step).
+   */
+  async checkResolves(address: string, field = 'params.managementIp'): Promise<void> {
+    if (isIP(address)) return;
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${RESOLVE_TIMEOUT_MS / 1000} s`)), RESOLVE_TIMEOUT_MS).unref());
+    try {
+      await Promise.race([lookup(address), timeout]);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code === 'ENOTFOUND' ? 'no such name' : (err as Error).message;
+      throw invalidArgument(`${field}[${address}] does not resolve to an address (${why})`);
+    }
   }
 
   /** Refuses at once what ReconnectHost cannot do; the work is `reconnect()`. */

@@ -45,8 +45,10 @@ export async function createZone(
   tx: Tx, now: number, p: { name: string; description?: string; resourceUuid?: string }, tags: TagsParam = {},
 ): Promise<ZoneRow> {
   const uuid = await pickUuid(tx, p.resourceUuid);
+  // As ZStack: type 'zstack'; the first zone is the default one.
+  const isDefault = (await tx.count('zone', {})) === 0;
   const zone = await tx.insert<ZoneRow>('zone', {
-    uuid, name: p.name, description: p.description ?? null, state: 'Enabled', createDate: now, lastOpDate: now,
+    uuid, name: p.name, description: p.description ?? null, state: 'Enabled', type: 'zstack', isDefault, createDate: now, lastOpDate: now,
   });
   await attachTags(tx, 'ZoneVO', uuid, tags, now);
   return zone;
@@ -61,7 +63,7 @@ export async function createCluster(
   const uuid = await pickUuid(tx, p.resourceUuid);
   const cluster = await tx.insert<ClusterRow>('cluster', {
     uuid, name: p.name, description: p.description ?? null, zoneUuid: p.zoneUuid,
-    hypervisorType: p.hypervisorType, state: 'Enabled', createDate: now, lastOpDate: now,
+    hypervisorType: p.hypervisorType, state: 'Enabled', type: 'zstack', architecture: null, createDate: now, lastOpDate: now,
   });
   await attachTags(tx, 'ClusterVO', uuid, tags, now);
   return cluster;
