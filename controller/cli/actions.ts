@@ -92,6 +92,10 @@ function hostAction(name: string, envelope: string, keys: KeyDef[]): ActionDef {
   };
 }
 
+function vmAction(name: string, envelope: string, keys: KeyDef[]): ActionDef {
+  return { name, method: 'PUT', path: (v) => `/v1/vm-instances/${enc(String(v.uuid))}/actions`, keys: [uuidInPath, ...keys], envelope };
+}
+
 export const ACTIONS: readonly ActionDef[] = [
   {
     name: 'LogInByAccount',
@@ -194,6 +198,46 @@ export const ACTIONS: readonly ActionDef[] = [
     keys: [req('clusterUuid'), opt('ttlSeconds', { type: 'int' })],
     envelope: 'params',
   },
+  {
+    name: 'GetHostMaintenancePlan',
+    method: 'GET',
+    path: (v) => `/v1/hosts/${enc(String(v.uuid))}/maintenance-plan`,
+    keys: [uuidInPath],
+  },
+  {
+    name: 'CreateVmInstance',
+    method: 'POST',
+    path: () => '/v1/vm-instances',
+    keys: [
+      req('name'), req('memorySize', { type: 'int', hint: 'bytes' }), req('cpuNum', { type: 'int' }),
+      opt('hostUuid'), opt('clusterUuid'), opt('zoneUuid'), opt('strategy', { values: ['InstantStart', 'CreateStopped'] }),
+      opt('description'), opt('resourceUuid'),
+    ],
+    envelope: 'params',
+  },
+  vmAction('StartVmInstance', 'startVmInstance', []),
+  vmAction('StopVmInstance', 'stopVmInstance', [opt('type', { values: ['grace', 'cold'] })]),
+  vmAction('RebootVmInstance', 'rebootVmInstance', []),
+  vmAction('MigrateVm', 'migrateVm', [opt('hostUuid')]),
+  deleteAction('DestroyVmInstance', 'vm-instances'),
+  {
+    name: 'GetVmMigrationCandidateHosts',
+    method: 'GET',
+    path: (v) => `/v1/vm-instances/${enc(String(v.vmInstanceUuid ?? v.uuid))}/migration-target-hosts`,
+    keys: [req('vmInstanceUuid', { in: 'path' })],
+  },
+  {
+    name: 'CreateMaintenanceWindow',
+    method: 'POST',
+    path: () => '/v1/maintenance-windows',
+    keys: [
+      req('name'), req('hostUuids', { type: 'list' }), req('cron', { hint: '"m h dom mon dow"' }),
+      req('durationMinutes', { type: 'int' }), opt('timeZone', { hint: 'e.g. Europe/Berlin' }),
+    ],
+    envelope: 'params',
+  },
+  queryAction('QueryMaintenanceWindow', 'maintenance-windows'),
+  deleteAction('DeleteMaintenanceWindow', 'maintenance-windows'),
   {
     name: 'GetJob',
     method: 'GET',

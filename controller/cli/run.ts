@@ -5,6 +5,7 @@
  * Exit codes: 0 success, 1 the controller said no or could not be reached, 2 a usage
  * mistake (nothing was sent).
  */
+import axios, { type AxiosError, type AxiosResponse } from 'axios';
 import { newUuid } from '../../protocol/values.ts';
 import { findAction, type ActionDef } from './actions.ts';
 import { UsageError, actionHelp, buildRequest, helpText, parseArgs, requestTarget, usageLine, type RestRequest } from './args.ts';
@@ -52,22 +53,44 @@ function pretty(v: unknown): string {
   return `${JSON.stringify(v, null, 2)}\n`;
 }
 
-/** Why fetch failed, in one line: undici hides it in `cause`, sometimes an AggregateError. */
+/** Why a request failed, in one line (axios keeps the system error's code). */
 function reason(err: unknown): string {
-  const cause = (err as { cause?: unknown })?.cause as { message?: string; code?: string; errors?: unknown[] } | undefined;
-  const first = cause?.errors?.[0] as { message?: string } | undefined;
-  return cause?.message || first?.message || cause?.code || (err instanceof Error ? err.message : String(err));
+  const e = err as AxiosError & { errors?: { message?: string }[] };
+  return e.code === 'ECONNABORTED' ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s` : e.errors?.[0]?.message || e.message || e.code || String(err);
 }
 
-async function send(url: string, init: RequestInit): Promise<Answer> {
-  let res: Response;
-  let text: string;
-  try {
-    res = await fetch(url, init);
-    text = await res.text();
-  } catch (err) {
-    throw new Unreachable(reason(err));
+/** One request may take this long (a job's work is not waited for: the job is polled). */
+const REQUEST_TIMEOUT_MS = 30_000;
+/** Reads (job polls, queries) are retried this many times on a network error, with backoff. */
+const READ_RETRIES = 3;
+
+interface SendInit {
+  method: string;
+  headers: Record<string, string>;
+  body?: string;
+}
+
+/**
+ * One HTTP call with axios: a timeout, no proxy from the environment (the CLI talks to the
+ * controller it was pointed at), every status answered (the caller reads ZStack's error body),
+ * and a read retried with backoff when the network drops it. Writes are not retried: a job may
+ * have started.
+ */
+async function send(url: string, init: SendInit, sleep: (ms: number) => Promise<void> = defaultSleep): Promise<Answer> {
+  let res: AxiosResponse<string>;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      res = await axios.request<string>({
+        url, method: init.method, headers: init.headers, data: init.body, timeout: REQUEST_TIMEOUT_MS, proxy: false,
+        responseType: 'text', transformResponse: (x) => x, validateStatus: () => true, maxRedirects: 0,
+      });
+      break;
+    } catch (err) {
+      if (init.method !== 'GET' || attempt >= READ_RETRIES) throw new Unreachable(reason(err));
+      await sleep(200 * 2 ** attempt);
+    }
   }
+  const text = typeof res.data === 'string' ? res.data : '';
   let json: unknown;
   if (text.trim() !== '') {
     try {
@@ -78,7 +101,7 @@ async function send(url: string, init: RequestInit): Promise<Answer> {
   } else {
     json = {};
   }
-  return { status: res.status, statusText: res.statusText, text, json };
+  return { status: res.status, statusText: res.statusText ?? '', text, json };
 }
 
 function baseUrl(env: Env): string {
@@ -206,7 +229,10 @@ async function call(def: ActionDef, request: RestRequest, base: string, session:
 
   const location = (answer.json as { location?: unknown } | undefined)?.location;
   if (answer.status === 202 && def.poll !== false && typeof location === 'string') {
-    const jobUrl = new URL(location, `${base}/zstack/`).href;
+    // Only the job's path is taken from the answer: the CLI polls the controller it was
+    // pointed at, never a host an answer names (a forged location could send it, and its
+    // session, elsewhere).
+    const jobUrl = `${base}${new URL(location, `${base}/zstack/`).pathname}`;
     const jobUuid = new URL(jobUrl).pathname.split('/').filter(Boolean).pop() ?? '';
     try {
       answer = await follow(jobUrl, jobUuid, answer, session, io);
@@ -260,7 +286,7 @@ async function follow(jobUrl: string, jobUuid: string, first: Answer, session: s
       line?.draw(progressOf(answer.json));
       if (delay > 0) await sleep(delay);
       delay = Math.min(Math.max(delay * 2, 1), cap);
-      answer = await send(jobUrl, { method: 'GET', headers });
+      answer = await send(jobUrl, { method: 'GET', headers }, sleep);
     }
   } finally {
     line?.clear();

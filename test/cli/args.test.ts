@@ -214,6 +214,10 @@ describe('help', () => {
       'UpdateHost', 'DeleteHost', 'DeleteZone', 'DeleteCluster', 'QueryZone', 'QueryCluster', 'QueryHost',
       'QueryVmInstance', 'QueryGlobalConfig', 'QuerySystemTag', 'QueryUserTag', 'UpdateGlobalConfig',
       'CreateSystemTag', 'CreateUserTag', 'DeleteTag', 'UpdateSystemTag', 'CreateBootstrapToken', 'GetJob',
+      // VMs and maintenance
+      'CreateVmInstance', 'StartVmInstance', 'StopVmInstance', 'RebootVmInstance', 'MigrateVm', 'DestroyVmInstance',
+      'GetVmMigrationCandidateHosts', 'GetHostMaintenancePlan',
+      'CreateMaintenanceWindow', 'QueryMaintenanceWindow', 'DeleteMaintenanceWindow',
     ];
     expect(ACTIONS.map((a) => a.name).sort()).toEqual([...names].sort());
   });
