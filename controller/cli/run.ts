@@ -6,6 +6,7 @@
  * mistake (nothing was sent).
  */
 import axios, { type AxiosError, type AxiosResponse } from 'axios';
+import { backoffDelay } from '../../protocol/backoff.ts';
 import { newUuid } from '../../protocol/values.ts';
 import { findAction, type ActionDef } from './actions.ts';
 import { UsageError, actionHelp, buildRequest, helpText, parseArgs, requestTarget, usageLine, type RestRequest } from './args.ts';
@@ -63,6 +64,7 @@ function reason(err: unknown): string {
 const REQUEST_TIMEOUT_MS = 30_000;
 /** Reads (job polls, queries) are retried this many times on a network error, with backoff. */
 const READ_RETRIES = 3;
+const READ_BACKOFF = { initialMs: 200, maxMs: 2_000 };
 
 interface SendInit {
   method: string;
@@ -87,7 +89,7 @@ async function send(url: string, init: SendInit, sleep: (ms: number) => Promise<
       break;
     } catch (err) {
       if (init.method !== 'GET' || attempt >= READ_RETRIES) throw new Unreachable(reason(err));
-      await sleep(200 * 2 ** attempt);
+      await sleep(backoffDelay(READ_BACKOFF, attempt));
     }
   }
   const text = typeof res.data === 'string' ? res.data : '';
@@ -275,17 +277,17 @@ async function call(def: ActionDef, request: RestRequest, base: string, session:
 async function follow(jobUrl: string, jobUuid: string, first: Answer, session: string | undefined, io: CliIo): Promise<Answer> {
   const sleep = io.sleep ?? defaultSleep;
   const cap = pollCap(io.env);
-  let delay = Math.min(50, cap);
+  const poll = { initialMs: Math.min(50, cap), maxMs: cap };
   const line = io.isTTY ? new ProgressLine(io.stderr, io.columns ?? 80) : undefined;
   const headers: Record<string, string> = { Accept: 'application/json' };
   if (session !== undefined) headers.Authorization = `OAuth ${session}`;
   io.onJob?.({ uuid: jobUuid, location: jobUrl });
   let answer = first;
   try {
-    while (answer.status === 202) {
+    for (let attempt = 0; answer.status === 202; attempt++) {
       line?.draw(progressOf(answer.json));
+      const delay = backoffDelay(poll, attempt);
       if (delay > 0) await sleep(delay);
-      delay = Math.min(Math.max(delay * 2, 1), cap);
       answer = await send(jobUrl, { method: 'GET', headers }, sleep);
     }
   } finally {
