@@ -52,7 +52,44 @@ export function violations(): string[] {
   return bad;
 }
 
+/**
+ * Rooms inside controller/ (STYLE.md 13, shared/LAYOUT.md): api -> flows -> services,
+ * allocator, agents, deploy -> store. What each room may not import. agents/ and deploy/
+ * still call services/ to change hosts (the connect and deploy flows live there for now), so
+ * their rule names only what they must never reach.
+ */
+const ROOMS: Record<string, string[]> = {
+  allocator: ['api', 'flows', 'services', 'agents', 'deploy', 'store', 'cli'],
+  store: ['api', 'flows', 'services', 'agents', 'deploy', 'allocator', 'cli'],
+  services: ['api', 'flows', 'deploy', 'cli'],
+  flows: ['api', 'cli'],
+  agents: ['api', 'flows', 'cli'],
+  deploy: ['api', 'flows', 'cli'],
+  cli: ['api', 'flows', 'services', 'agents', 'deploy', 'store', 'allocator'],
+};
+
+export function roomViolations(): string[] {
+  const bad: string[] = [];
+  const roomOf = (f: string) => relative(join(ROOT, 'controller'), f).split(/[\\/]/)[0]!;
+  for (const room of Object.keys(ROOMS)) {
+    for (const f of files(join(ROOT, 'controller', room))) {
+      for (const m of readFileSync(f, 'utf8').matchAll(IMPORT_RE)) {
+        const spec = m[1] ?? m[2] ?? m[3]!;
+        if (!spec.startsWith('.')) continue;
+        const target = resolve(dirname(f), spec);
+        if (topOf(target) !== 'controller') continue;
+        const to = roomOf(target);
+        if (ROOMS[room]!.includes(to)) bad.push(`${relative(ROOT, f)} imports ${spec} (${room} -> ${to})`);
+      }
+    }
+  }
+  return bad;
+}
+
 describe('layering', () => {
+  it('rooms inside controller/: api -> flows -> services, allocator, agents, deploy -> store', () => {
+    expect(roomViolations()).toEqual([]);
+  });
   it('protocol is a leaf; controller and agent do not import each other', () => {
     expect(violations()).toEqual([]);
   });
