@@ -26,24 +26,16 @@ import { HkError } from '../../protocol/errors.ts';
 import type { QuerySpec } from '../../protocol/query.ts';
 import type { Kind, ResourceSpec } from '../../protocol/resources.ts';
 import { evaluateQuery } from './memory-query.ts';
-import type { QueryResult, Repository, Row, Tx, Where } from './repository.ts';
+import { type QueryResult, type Repository, type Row, runCommitHooks, type Tx, type Where } from './repository.ts';
+import { indexKeys, KIND_NAMES, KINDS, RESOURCE_KINDS, uniqueFields } from './schema.ts';
 
-/** Fields kept in equality indexes; `vmNics.ip` indexes every NIC of a VM. */
-const INDEXES: Partial<Record<Kind, Record<string, (row: any) => unknown[]>>> = {
-  cluster: { zoneUuid: (r) => [r.zoneUuid] },
-  host: {
-    managementIp: (r) => [r.managementIp],
-    clusterUuid: (r) => [r.clusterUuid],
-    zoneUuid: (r) => [r.zoneUuid],
-    state: (r) => [r.state],
-    status: (r) => [r.status],
-  },
-  vm: {
-    hostUuid: (r) => [r.hostUuid],
-    'vmNics.ip': (r) => (r.vmNics ?? []).map((n: { ip: string }) => n.ip),
-  },
-  tag: { resourceUuid: (r) => [r.resourceUuid] },
-};
+/**
+ * Fields kept in equality indexes, from the schema both stores read (controller/store/schema.ts);
+ * `vmNics.ip` indexes every NIC of a VM.
+ */
+const INDEXES: Partial<Record<Kind, Record<string, (row: any) => unknown[]>>> = Object.fromEntries(
+  KIND_NAMES.map((k) => [k, Object.fromEntries(Object.entries(KINDS[k].indexes ?? {}).map(([f, spec]) => [f, indexKeys(f, spec)]))]),
+);
 
 type Change = [kind: Kind, uuid: string, row: Row | null];
 
@@ -345,21 +337,24 @@ export class EmbeddedStore implements Repository {
 
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new Error('store is closed'));
-    const run = async (): Promise<{ result: T; durable: Promise<void> }> => {
+    const run = async (): Promise<{ result: T; durable: Promise<void>; tx: OverlayTx }> => {
       const tx = new OverlayTx(this);
       const result = await fn(tx);
       const changes = tx.changes();
-      if (changes.length === 0) return { result, durable: Promise.resolve() };
+      if (changes.length === 0) return { result, durable: Promise.resolve(), tx };
       const seq = ++this.seq;
       this.apply(changes);
-      return { result, durable: this.append(JSON.stringify({ s: seq, o: changes }) + '\n', seq) };
+      return { result, durable: this.append(JSON.stringify({ s: seq, o: changes }) + '\n', seq), tx };
     };
     // Writers run one at a time; the next may start before this one is on disk, which is
     // safe because journal lines are written in sequence order (group commit).
     const p = this.txChain.then(run);
     this.txChain = p.catch(() => undefined);
-    return p.then(async ({ result, durable }) => {
+    return p.then(async ({ result, durable, tx }) => {
       await durable;
+      // After the change is durable, as PostgreSQL's after COMMIT: listeners never see a
+      // change that a crash could still undo.
+      runCommitHooks(tx.hooks, this.opts.log);
       return result;
     });
   }
@@ -540,7 +535,12 @@ function syncPath(path: string): void {
  */
 class OverlayTx implements Tx {
   private readonly writes = new Map<string, Change>();
+  readonly hooks: (() => void)[] = [];
   constructor(private readonly store: EmbeddedStore) {}
+
+  onCommit(fn: () => void): void {
+    this.hooks.push(fn);
+  }
 
   changes(): Change[] {
     return [...this.writes.values()];
@@ -569,6 +569,12 @@ class OverlayTx implements Tx {
   }
   async insert<T extends Row>(kind: Kind, row: T): Promise<T> {
     if (await this.get(kind, row.uuid)) throw new HkError('SYS.1007', `${kind}[uuid:${row.uuid}] already exists`);
+    if (KINDS[kind].resource) {
+      for (const k of RESOURCE_KINDS) {
+        if (k !== kind && (await this.get(k, row.uuid))) throw new HkError('SYS.1007', `${kind}[uuid:${row.uuid}]: the uuid is already used by a ${k}`);
+      }
+    }
+    await this.checkUnique(kind, row);
     this.writes.set(this.key(kind, row.uuid), [kind, row.uuid, row]);
     return row;
   }
@@ -576,11 +582,25 @@ class OverlayTx implements Tx {
     const cur = await this.get<T>(kind, uuid);
     if (!cur) throw new HkError('SYS.1007', `${kind}[uuid:${uuid}] is not found`, 404);
     const next = { ...cur, ...patch, uuid } as T;
+    await this.checkUnique(kind, next, cur);
     this.writes.set(this.key(kind, uuid), [kind, uuid, next]);
     return next;
   }
   async remove(kind: Kind, uuid: string): Promise<void> {
     this.writes.set(this.key(kind, uuid), [kind, uuid, null]);
+  }
+  /**
+   * The schema's UNIQUE fields, checked here because writers are serialised (PostgreSQL
+   * has constraints); the message is the one the PostgreSQL store gives.
+   */
+  private async checkUnique(kind: Kind, row: Row, was?: Row): Promise<void> {
+    const rec = row as unknown as Record<string, string | number | boolean | null>;
+    for (const f of uniqueFields(kind)) {
+      const v = rec[f];
+      if (v === null || v === undefined || (was && (was as unknown as Record<string, unknown>)[f] === v)) continue;
+      const other = (await this.find(kind, { [f]: v })).find((r) => r.uuid !== row.uuid);
+      if (other) throw new HkError('SYS.1007', `${kind}[uuid:${row.uuid}]: ${f}[${v}] is already used by ${kind}[uuid:${other.uuid}]`);
+    }
   }
 }
 

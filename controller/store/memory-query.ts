@@ -13,17 +13,10 @@ import { compileLike, type LikeMatcher, QUERY_LIMITS } from '../../protocol/quer
 import type { Kind, ResourceSpec } from '../../protocol/resources.ts';
 import type { Table } from './embedded-store.ts';
 import type { QueryResult, Row, Where } from './repository.ts';
+// How a joined resource links to the queried one: shared with the PostgreSQL compiler.
+import { JOINS } from './schema.ts';
 
 type Rec = Record<string, unknown>;
-
-/** How a joined resource links to the queried one. */
-const JOINS: Record<string, { parentKey: string; childKey: string }> = {
-  // host.zoneUuid = zone.uuid
-  zone: { parentKey: 'zoneUuid', childKey: 'uuid' },
-  cluster: { parentKey: 'clusterUuid', childKey: 'uuid' },
-  // host.uuid = vm.hostUuid
-  vmInstance: { parentKey: 'uuid', childKey: 'hostUuid' },
-};
 
 /** Dates are compared at second resolution: that is all the wire format carries. */
 function norm(v: unknown, c: Condition): unknown {
@@ -205,11 +198,14 @@ export function evaluateQuery(
     const { field, direction } = spec.sort;
     const sign = direction === 'asc' ? 1 : -1;
     matched.sort((a, b) => {
-      const x = (a as unknown as Rec)[field] as Scalar | null | undefined;
-      const y = (b as unknown as Rec)[field] as Scalar | null | undefined;
+      // A missing field is null, as everywhere else: comparing null with undefined as
+      // different made the comparator inconsistent (each sorted before the other), so rows
+      // missing a field and rows holding null came out in an engine-dependent order.
+      const x = ((a as unknown as Rec)[field] ?? null) as Scalar | null;
+      const y = ((b as unknown as Rec)[field] ?? null) as Scalar | null;
       if (x === y) return 0;
-      if (x === null || x === undefined) return -sign;
-      if (y === null || y === undefined) return sign;
+      if (x === null) return -sign;
+      if (y === null) return sign;
       return (x < y ? -1 : 1) * sign;
     });
   }

@@ -6,53 +6,9 @@ import { tempDir } from '../helpers.ts';
 
 const row = (uuid: string, extra: Record<string, unknown> = {}) => ({ uuid, name: uuid, ...extra });
 
+// Transactions, finds and queries are the store contract, run on both stores:
+// test/store/contract.ts. What is here is the embedded store's own: its journal and snapshot.
 describe('embedded store', () => {
-  it('commits all of a transaction or none of it', async () => {
-    const s = await EmbeddedStore.open(await tempDir(), { sync: false });
-    await s.transaction(async (tx) => {
-      await tx.insert('zone', row('a'));
-      await tx.insert('zone', row('b'));
-    });
-    await expect(
-      s.transaction(async (tx) => {
-        await tx.insert('zone', row('c'));
-        await tx.update<any>('zone', 'a', { name: 'changed' });
-        await tx.remove('zone', 'b');
-        throw new Error('boom');
-      }),
-    ).rejects.toThrow('boom');
-    expect((await s.all('zone')).map((r: any) => [r.uuid, r.name])).toEqual([['a', 'a'], ['b', 'b']]);
-    await s.close();
-  });
-
-  it('a transaction reads its own writes, through find too', async () => {
-    const s = await EmbeddedStore.open(await tempDir(), { sync: false });
-    await s.transaction(async (tx) => {
-      await tx.insert('host', row('h1', { clusterUuid: 'c1', managementIp: '1.1.1.1' }));
-      await tx.insert('host', row('h2', { clusterUuid: 'c1', managementIp: '1.1.1.2' }));
-    });
-    await s.transaction(async (tx) => {
-      await tx.insert('host', row('h3', { clusterUuid: 'c1', managementIp: '1.1.1.3' }));
-      await tx.update<any>('host', 'h1', { clusterUuid: 'c2' });
-      await tx.remove('host', 'h2');
-      expect((await tx.find('host', { clusterUuid: 'c1' })).map((r) => r.uuid)).toEqual(['h3']);
-      expect((await tx.find('host', { clusterUuid: 'c2' })).map((r) => r.uuid)).toEqual(['h1']);
-      expect(await tx.get('host', 'h2')).toBeUndefined();
-      // Others do not see it before commit.
-      expect((await s.find('host', { clusterUuid: 'c1' })).map((r) => r.uuid)).toEqual(['h1', 'h2']);
-    });
-    expect((await s.find('host', { managementIp: '1.1.1.1' })).map((r: any) => r.clusterUuid)).toEqual(['c2']);
-    await s.close();
-  });
-
-  it('refuses a duplicate insert and an update of a missing row', async () => {
-    const s = await EmbeddedStore.open(await tempDir(), { sync: false });
-    await s.transaction((tx) => tx.insert('zone', row('a')));
-    await expect(s.transaction((tx) => tx.insert('zone', row('a')))).rejects.toThrow(/already exists/);
-    await expect(s.transaction((tx) => tx.update('zone', 'zz', {}))).rejects.toThrow(/not found/);
-    await s.close();
-  });
-
   it('replays the journal after a crash (no snapshot written)', async () => {
     const dir = await tempDir();
     const s = await EmbeddedStore.open(dir);
