@@ -18,7 +18,7 @@
 import { AGENT_PATHS, type AgentVm, MIGRATION_TOKEN_HEADER, type VmReceiveCmd } from '../protocol/agent.ts';
 import { type Clock, sleep } from './clock.ts';
 import { DeliveryError, vmName } from './drivers/driver.ts';
-import { answerError, joinUrl, NetworkError, postJson } from './http-client.ts';
+import { answerError, type ClientTls, joinUrl, NetworkError, postJson } from './http-client.ts';
 
 /** Pauses before each resend (so 1 + length attempts in all). */
 export const DELIVERY_RETRY_MS = [250, 1_000];
@@ -34,20 +34,28 @@ export interface Delivery {
   retryMs?: number[];
   timeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * TLS towards the destination agent (our certificate as client certificate, the pinned
+   * CA). Given: agent ports speak only TLS, so an `http://` destination URL (a controller
+   * that predates TLS) is reached as `https://`.
+   */
+  tls?: ClientTls;
 }
 
 export async function deliverVm(vm: AgentVm, d: Delivery): Promise<void> {
-  const target = joinUrl(d.destinationUrl, AGENT_PATHS.vmReceive);
+  const base = d.tls ? d.destinationUrl.replace(/^http:/, 'https:') : d.destinationUrl;
+  const target = joinUrl(base, AGENT_PATHS.vmReceive);
   const body = JSON.stringify({ vm } satisfies VmReceiveCmd);
   const pauses = d.retryMs ?? DELIVERY_RETRY_MS;
   let maybe = false;
   for (let attempt = 0; ; attempt++) {
     let a;
     try {
-      a = await postJson(target, body, { [MIGRATION_TOKEN_HEADER]: d.token }, d.timeoutMs ?? DELIVERY_TIMEOUT_MS);
+      a = await postJson(target, body, { [MIGRATION_TOKEN_HEADER]: d.token }, d.timeoutMs ?? DELIVERY_TIMEOUT_MS, d.tls);
     } catch (err) {
       const why = err instanceof NetworkError ? err.message : String(err);
-      if (!(err instanceof NetworkError && (NEVER_CONNECTED.has(why) || why.startsWith('bad URL')))) maybe = true;
+      // A refused TLS handshake sends nothing either: the request is written only after it.
+      if (!(err instanceof NetworkError && (NEVER_CONNECTED.has(why) || why.startsWith('bad URL') || why.startsWith('TLS:')))) maybe = true;
       const pause = pauses[attempt];
       // Nothing can have arrived yet: a resend would not make the answer any less certain.
       if (!maybe || pause === undefined || d.signal?.aborted) {

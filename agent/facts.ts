@@ -5,7 +5,7 @@
  * (systeminformation cpu/mem). Every probe goes through an injectable SystemProbe; a
  * missing tool or a failing probe gives `null` (or an empty/zero value), never a crash.
  */
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import type { HostFacts } from '../protocol/agent.ts';
 import type { HostHardware } from './drivers/driver.ts';
 import { type CommandRunner, execRunner } from './exec.ts';
@@ -27,6 +27,21 @@ export interface SystemProbe {
   run: CommandRunner;
   readText(path: string): Promise<string>;
   si(): Promise<SysInfo>;
+  /**
+   * Whether /dev/kvm opens read-write (hardware acceleration usable by QEMU). Optional: a
+   * probe without it (older test fakes) is judged by the cpuinfo flags alone.
+   */
+  kvmUsable?(): Promise<boolean>;
+}
+
+/** /dev/kvm exists and this process can open it read-write (as QEMU must). */
+export async function kvmUsable(): Promise<boolean> {
+  try {
+    await (await open('/dev/kvm', 'r+')).close();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const TOOL_TIMEOUT_MS = 10_000;
@@ -39,6 +54,7 @@ export const realProbe: SystemProbe = {
   run: execRunner,
   readText: (path) => readFile(path, 'utf8'),
   si: loadSystemInformation,
+  kvmUsable,
 };
 
 const VERSION_RE = /^\d+(\.\d+)*$/;
@@ -71,6 +87,21 @@ export function hvmFromCpuinfo(text: string): 'vmx' | 'svm' | null {
 export function cpuinfoField(text: string, field: 'cpu MHz' | 'model name'): string | undefined {
   const re = new RegExp(`^${field}\\s*:\\s*(.*)$`, 'm');
   return re.exec(text)?.[1]?.trim() || undefined;
+}
+
+/**
+ * The `hvm` fact (and so the controller's `hvm::` tag): only when hardware acceleration is
+ * usable. /dev/kvm is the test: a CPU with vmx/svm whose /dev/kvm is missing or closed to us
+ * (module not loaded, disabled in firmware) gets none. A nested guest may run KVM without
+ * the flags in cpuinfo (seen on this kind of test machine): the vendor names the extension.
+ */
+export function hvmFact(cpuinfo: string, kvm: boolean | undefined): 'vmx' | 'svm' | null {
+  const flag = hvmFromCpuinfo(cpuinfo);
+  if (kvm === undefined) return flag;
+  if (!kvm) return null;
+  if (flag) return flag;
+  const vendor = /^vendor_id\s*:\s*(\S+)/m.exec(cpuinfo)?.[1];
+  return vendor === 'AuthenticAMD' ? 'svm' : 'vmx';
 }
 
 /** Numeric dotted-version comparison: `versionAtLeast('1.10.0', '1.3.0')` is true. */
@@ -118,11 +149,12 @@ export async function toolVersions(probe: SystemProbe): Promise<{ qemuImgVersion
 
 /** Everything a real host's driver reports as facts. */
 export async function gatherSystemFacts(probe: SystemProbe): Promise<HostHardware> {
-  const [os, tools, cpuinfo, si] = await Promise.all([
+  const [os, tools, cpuinfo, si, kvm] = await Promise.all([
     gatherOsFacts(probe),
     toolVersions(probe),
     quiet(probe.readText('/proc/cpuinfo')),
     quiet(probe.si()),
+    probe.kvmUsable ? quiet(probe.kvmUsable()).then((k) => k ?? false) : Promise.resolve(undefined),
   ]);
   const [cpu, mem] = await Promise.all([quiet(si ? si.cpu() : Promise.reject()), quiet(si ? si.mem() : Promise.reject())]);
   const ghz = cpu?.speed || cpu?.speedMax || 0;
@@ -131,7 +163,7 @@ export async function gatherSystemFacts(probe: SystemProbe): Promise<HostHardwar
   return {
     ...os,
     ...tools,
-    hvm: hvmFromCpuinfo(cpuinfo ?? ''),
+    hvm: hvmFact(cpuinfo ?? '', kvm),
     cpuModel: model || cpuinfoField(cpuinfo ?? '', 'model name') || 'unknown',
     cpuCores: cpu?.physicalCores ?? 0,
     cpuSockets: cpu?.processors ?? 0,

@@ -4,6 +4,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { AGENT_PORT } from '../protocol/agent.ts';
+import { CA_CERT_HASH_RE } from '../protocol/pki.ts';
 import { type ConfigFileSettings, isHttpUrl } from './state.ts';
 
 export class FlagError extends Error {}
@@ -79,6 +80,8 @@ export interface AgentFlags {
   listen: { host: string; port: number };
   controllerUrl?: string;
   bootstrapToken?: string;
+  /** `sha256:<hex>`: the controller CA to pin at registration (the token's caCertHash). */
+  caCertHash?: string;
   stateDir: string;
   hypervisor: Hypervisor;
   configFile?: string;
@@ -89,13 +92,15 @@ export interface AgentFlags {
   help: boolean;
 }
 
-export const AGENT_USAGE = `usage: npm run agent -- [--listen IP:PORT] [--controller URL --bootstrap-token TOKEN]
+export const AGENT_USAGE = `usage: npm run agent -- [--listen IP:PORT] [--controller URL --bootstrap-token TOKEN [--ca-cert-hash HASH]]
                         [--state-dir DIR] [--hypervisor libvirt|simulator] [--config FILE]
                         [--libvirt-uri URI] [--log-level LEVEL]
   --listen           address and port to serve on (default: the --config file's "listen",
                      else 0.0.0.0:7070)
   --controller       controller URL, for registration and pushes (http://IP:8080)
   --bootstrap-token  register with the controller using this token when no secret is known yet
+  --ca-cert-hash     sha256:<hex> of the controller CA's public key (the token's caCertHash):
+                     registration checks the controller against it before sending the token
   --state-dir        where agent.json and simulated hosts live (default /var/lib/hostkeeper-agent)
   --hypervisor       libvirt or simulator (default: the --config file's "hypervisor", else libvirt)
   --config           an agent.json written by the deployment ({hostUuid, secret, controllerUrl},
@@ -106,19 +111,23 @@ export const AGENT_USAGE = `usage: npm run agent -- [--listen IP:PORT] [--contro
 
 export function parseAgentFlags(argv: string[], defaults: { stateDir: string }): AgentFlags {
   const f = parseFlags(argv, {
-    values: ['listen', 'controller', 'bootstrap-token', 'state-dir', 'hypervisor', 'config', 'libvirt-uri', 'log-level'],
+    values: ['listen', 'controller', 'bootstrap-token', 'ca-cert-hash', 'state-dir', 'hypervisor', 'config', 'libvirt-uri', 'log-level'],
     switches: ['help'],
   });
   const hypervisor = parseHypervisor(f.get('hypervisor') ?? 'libvirt');
   const token = f.get('bootstrap-token');
   if (token !== undefined && !token) throw new FlagError('--bootstrap-token is empty');
   if (token && !f.has('controller')) throw new FlagError('--bootstrap-token needs --controller URL');
+  const hash = f.get('ca-cert-hash');
+  if (hash !== undefined && !CA_CERT_HASH_RE.test(hash)) throw new FlagError(`--ca-cert-hash must be sha256:<64 lowercase hex digits>, not ${hash}`);
+  if (hash && !token) throw new FlagError('--ca-cert-hash goes with --bootstrap-token (it pins the controller at registration)');
   const stateDir = f.get('state-dir') ?? defaults.stateDir;
   if (!stateDir) throw new FlagError('--state-dir is empty');
   return {
     listen: parseListen(f.get('listen') ?? `0.0.0.0:${AGENT_PORT}`),
     controllerUrl: f.has('controller') ? parseUrlFlag(f.get('controller')!, '--controller') : undefined,
     bootstrapToken: token,
+    ...(hash ? { caCertHash: hash } : {}),
     stateDir,
     hypervisor,
     configFile: f.get('config'),

@@ -31,6 +31,10 @@ export interface FleetOptions {
   count: number;
   controllerUrl: string;
   token: string;
+  /** The token's caCertHash: every agent pins the controller CA with it. */
+  caCertHash?: string;
+  /** Agents serve plain HTTP (bench/ only: what TLS costs). */
+  plainHttp?: boolean;
   /** Each agent's state lives in `<stateDir>/<its ip>`. */
   stateDir: string;
   firstIp?: string;
@@ -123,6 +127,8 @@ async function startInProcess(opts: FleetOptions): Promise<InProcessFleet> {
             hypervisor: 'simulator',
             controllerUrl: opts.controllerUrl,
             bootstrapToken: opts.token,
+            caCertHash: opts.caCertHash,
+            plainHttp: opts.plainHttp,
             hostname: `sim-${ip.replaceAll('.', '-')}`,
             clock,
             log: log.child({ agent: ip }),
@@ -191,7 +197,7 @@ async function startChildren(opts: FleetOptions): Promise<ChildFleet> {
     const msg: ToChild = {
       type: 'start',
       opts: {
-        count, controllerUrl: opts.controllerUrl, token: opts.token, stateDir: opts.stateDir, firstIp: chunkFirst, port,
+        count, controllerUrl: opts.controllerUrl, token: opts.token, caCertHash: opts.caCertHash, plainHttp: opts.plainHttp, stateDir: opts.stateDir, firstIp: chunkFirst, port,
         registerConcurrency, registerBackoff: opts.registerBackoff, logLevel: opts.logLevel,
       },
     };

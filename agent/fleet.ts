@@ -15,12 +15,13 @@ import { FlagError, parseFlags, parseIntFlag, parseIpFlag, parseLogLevel, parseU
 
 export { type ChildFleet, type FleetAgent, type FleetOptions, type InProcessFleet, startFleet } from './fleet-core.ts';
 
-export const FLEET_USAGE = `usage: npm run fleet -- --count N --controller URL --bootstrap-token TOKEN
+export const FLEET_USAGE = `usage: npm run fleet -- --count N --controller URL --bootstrap-token TOKEN [--ca-cert-hash HASH]
                         [--state-dir DIR] [--first-ip 127.1.0.1] [--per-process 2500]
                         [--port 7070] [--log-level warn]
   --count            how many simulated hosts (agents)
   --controller       the controller URL agents register with
   --bootstrap-token  a bootstrap token of the cluster the hosts join
+  --ca-cert-hash     the token's caCertHash: agents pin the controller CA with it
   --state-dir        each agent's state goes to DIR/<its ip> (default ./data/fleet)
   --first-ip         the first loopback address; the others follow (default 127.1.0.1)
   --per-process      agents per child process (default 2500: the open-files limit is per process)
@@ -36,7 +37,7 @@ async function main(argv: string[]): Promise<void> {
   if (argv[0] === '--child') return runFleetChild();
   let f: Map<string, string>;
   try {
-    f = parseFlags(argv, { values: ['count', 'controller', 'bootstrap-token', 'state-dir', 'first-ip', 'per-process', 'port', 'log-level'], switches: ['help'] });
+    f = parseFlags(argv, { values: ['count', 'controller', 'bootstrap-token', 'ca-cert-hash', 'state-dir', 'first-ip', 'per-process', 'port', 'log-level'], switches: ['help', 'plain-http'] });
     if (f.has('help')) {
       process.stdout.write(`${FLEET_USAGE}\n`);
       return;
@@ -51,6 +52,9 @@ async function main(argv: string[]): Promise<void> {
       count: parseIntFlag(f.get('count')!, '--count', 1, 1_000_000),
       controllerUrl: parseUrlFlag(f.get('controller')!, '--controller'),
       token: f.get('bootstrap-token')!,
+      caCertHash: f.get('ca-cert-hash'),
+      // bench/tls.bench.ts only (not in the usage): agents serve plain HTTP, to measure what TLS costs.
+      plainHttp: f.has('plain-http'),
       stateDir: resolve(f.get('state-dir') ?? './data/fleet'),
       firstIp: parseIpFlag(f.get('first-ip') ?? DEFAULT_FIRST_IP, '--first-ip'),
       perProcess: parseIntFlag(f.get('per-process') ?? String(DEFAULT_PER_PROCESS), '--per-process', 1, 100_000),

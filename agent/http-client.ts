@@ -1,13 +1,17 @@
 /**
- * A small JSON-over-HTTP client on node:http (registration, facts pushes, agent-to-agent
- * migration). Not fetch: undici costs several MB per process, and a fleet process runs
- * thousands of agents that each talk rarely. No keep-alive: these calls are infrequent.
+ * A small JSON-over-HTTP(S) client on node:http/https (registration, certificate requests,
+ * facts pushes, agent-to-agent migration). Not fetch: undici costs several MB per process,
+ * and a fleet process runs thousands of agents that each talk rarely. No keep-alive: these
+ * calls are infrequent. `tls` applies to https URLs (agent/tls.ts builds it).
  */
 import http from 'node:http';
 import https from 'node:https';
 
 export interface HttpAnswer {
   status: number;
+  headers: http.IncomingHttpHeaders;
+  /** The body as received (answer signatures are over these bytes). */
+  raw: Buffer;
   /** Parsed JSON, or undefined when the body was not JSON. */
   body: unknown;
   text: string;
@@ -18,7 +22,25 @@ export const MAX_ANSWER_BYTES = 1024 * 1024;
 /** The text of a network error: `ECONNREFUSED`, `timed out after 30000 ms`, ... */
 export class NetworkError extends Error {}
 
-export function postJson(url: string, payload: string, headers: Record<string, string>, timeoutMs: number): Promise<HttpAnswer> {
+/** TLS settings of a call: trusted CAs, our client certificate, who the server must be. */
+export interface ClientTls {
+  ca?: string;
+  key?: string;
+  cert?: string;
+  /** False only in the provisional phase (agent/tls.ts says why that is safe). */
+  rejectUnauthorized?: boolean;
+  checkServerIdentity?: (host: string, cert: import('node:tls').PeerCertificate) => Error | undefined;
+}
+
+export function postJson(url: string, payload: string, headers: Record<string, string>, timeoutMs: number, tls?: ClientTls): Promise<HttpAnswer> {
+  return request('POST', url, payload, headers, timeoutMs, tls);
+}
+
+export function getJson(url: string, timeoutMs: number, tls?: ClientTls): Promise<HttpAnswer> {
+  return request('GET', url, undefined, {}, timeoutMs, tls);
+}
+
+function request(method: string, url: string, payload: string | undefined, headers: Record<string, string>, timeoutMs: number, tls?: ClientTls): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     let u: URL;
     try {
@@ -26,13 +48,15 @@ export function postJson(url: string, payload: string, headers: Record<string, s
     } catch {
       return reject(new NetworkError(`bad URL ${url}`));
     }
-    const mod = u.protocol === 'https:' ? https : http;
+    const secure = u.protocol === 'https:';
+    const mod = secure ? https : http;
     const req = mod.request(
       u,
       {
-        method: 'POST',
+        method,
         agent: false,
-        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)), ...headers },
+        headers: payload === undefined ? headers : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)), ...headers },
+        ...(secure ? { rejectUnauthorized: true, ...tls } : {}),
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -43,20 +67,21 @@ export function postJson(url: string, payload: string, headers: Record<string, s
           else chunks.push(c);
         });
         res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
+          const raw = Buffer.concat(chunks);
+          const text = raw.toString('utf8');
           let body: unknown;
           try {
             body = text ? JSON.parse(text) : undefined;
           } catch {
             body = undefined;
           }
-          resolve({ status: res.statusCode ?? 0, body, text });
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, raw, body, text });
         });
         res.on('error', (err) => reject(new NetworkError(err.message)));
       },
     );
     req.setTimeout(timeoutMs, () => req.destroy(new NetworkError(`timed out after ${timeoutMs} ms`)));
-    req.on('error', (err: NodeJS.ErrnoException) => reject(err instanceof NetworkError ? err : new NetworkError(err.code ?? err.message)));
+    req.on('error', (err: NodeJS.ErrnoException) => reject(err instanceof NetworkError ? err : new NetworkError(tlsWords(err) ?? err.code ?? err.message)));
     req.end(payload);
   });
 }
@@ -75,4 +100,11 @@ export function answerError(a: HttpAnswer): string {
 /** `base` + `path` with one slash between. */
 export function joinUrl(base: string, path: string): string {
   return base.replace(/\/+$/, '') + path;
+}
+
+/** A TLS failure in words (the server is not who we pinned), else undefined. */
+function tlsWords(err: NodeJS.ErrnoException): string | undefined {
+  const c = err.code ?? '';
+  if (/CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|ERR_SSL/.test(c) || /certificate/i.test(err.message)) return `TLS: ${err.message} (${c || 'handshake'})`;
+  return undefined;
 }

@@ -67,6 +67,7 @@ try {
     hypervisor: flags.hypervisor,
     controllerUrl: flags.controllerUrl,
     bootstrapToken: flags.bootstrapToken,
+    caCertHash: flags.caCertHash,
     configFile: flags.configFile ? resolve(flags.configFile) : undefined,
     libvirtUri: flags.libvirtUri,
     log,

@@ -15,9 +15,19 @@
  * Beyond the nonce guard, a ReplayFence refuses requests signed before this process could
  * have seen them (a replay right after a restart). Answers to authenticated requests are
  * signed (x-hk-answer-sig). VM changes from the driver are pushed over the channel.
+ *
+ * The port speaks only TLS (agent/tls.ts): a certificate from the controller's CA once the
+ * agent has one (obtained at registration or by a signed request, renewed at 2/3 of its
+ * life: certs.ts), a temporary self-signed one before. With a pinned CA, a client without a
+ * certificate from it is cut off right after the handshake, and signed paths take only the
+ * controller's certificate (CN hostkeeper-controller); vmReceive takes any certificate from
+ * the CA (another agent). `plainHttp` (tests and bench/ only, no flag) serves HTTP instead,
+ * to measure what TLS costs.
  */
 import { randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import { hostname as osHostname } from 'node:os';
 import {
   AGENT_PATHS, AGENT_PORT, AGENT_VERSION, type AgentIdentity, type AgentVm, AUTH, CONTROLLER_AGENT_PATHS, type ConnectCmd, type FactsPush,
@@ -39,7 +49,11 @@ import { createAgentLogger, type Logger } from './log.ts';
 import { MigrationTokens } from './migration.ts';
 import { FactsRefresher, processRefresher } from './refresher.ts';
 import { type Backoff, register, RegistrationRefused } from './register.ts';
-import { ReplayFence } from './replay-fence.ts';
+import { openReplayFence, type ReplayFence } from './replay-fence.ts';
+import { CertKeeper } from './certs.ts';
+import type { ClientTls } from './http-client.ts';
+import { CONTROLLER_CN } from '../protocol/pki.ts';
+import { AgentTlsStore, anyIdentity, controllerIdentity, newKey, placeholderIdentity, type TlsMaterial } from './tls.ts';
 import { type AgentConfig, readConfigFile, StartupError, StateStore } from './state.ts';
 import { BadRequest } from './validate.ts';
 
@@ -74,6 +88,10 @@ export interface AgentOptions {
   /** With bootstrapToken: register there when agent.json has no secret. */
   controllerUrl?: string;
   bootstrapToken?: string;
+  /** `sha256:<hex>` of the controller CA's public key (the token's caCertHash): pinned at registration. */
+  caCertHash?: string;
+  /** Serve plain HTTP and make no certificate requests: tests and bench/ only (to measure TLS). */
+  plainHttp?: boolean;
   /** A deployment-written agent.json elsewhere (`--config FILE`): copied into the state dir. */
   configFile?: string;
   /** libvirt driver: connection URI (default qemu:///system). */
@@ -120,6 +138,10 @@ export interface RunningAgent {
   refreshFacts(): Promise<{ changed: boolean; pushed: boolean }>;
   /** Simulator only: a new boot id, as after a host reboot (persisted in the state dir). */
   setBootId(id?: string): Promise<void>;
+  /** The certificate (PEM) the server presents now, and whether it is from the controller's CA. */
+  certificate(): { cert: string; certified: boolean };
+  /** Requests a new certificate now (what the renewal timer does). */
+  renewCertificate(): Promise<void>;
   /** Graceful: ends the channel, finishes in-flight requests, flushes state. */
   stop(): Promise<void>;
   /** Abrupt, like a killed process: listening and connected sockets are cut at once. */
@@ -204,8 +226,10 @@ export class Agent implements RunningAgent {
   private pushRetry: { cancel: () => void; waitMs: number } | undefined;
   private readonly abort = new AbortController();
   private stopped = false;
-  private readonly server: http.Server;
+  private readonly server: http.Server | https.Server;
   private readonly bodyLimit: number;
+  private readonly certs: CertKeeper;
+  private presented: { cert: string; certified: boolean };
 
   constructor(
     readonly driver: HypervisorDriver,
@@ -216,6 +240,8 @@ export class Agent implements RunningAgent {
     bootId: string,
     private readonly opts: AgentOptions,
     private readonly fence: ReplayFence,
+    private readonly tlsStore: AgentTlsStore,
+    initialTls: { key: string; cert: string; ca?: string; certified: boolean } | undefined,
   ) {
     this.stateDir = state.dir;
     this.unwatch = driver.watch((uuid, vm) => this.onVmChange(uuid, vm));
@@ -223,21 +249,71 @@ export class Agent implements RunningAgent {
     this.bootIdValue = bootId;
     this.tokens = new MigrationTokens(clock);
     this.bodyLimit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
-    this.server = http.createServer(
-      {
-        // The channel is a request whose body never ends: no whole-request deadline. Bodies
-        // of ordinary requests have their own (BODY_TIMEOUT_MS, in readBody).
-        requestTimeout: 0,
-        headersTimeout: HEADERS_TIMEOUT_MS,
-        noDelay: true,
-      },
-      (req, res) => this.onRequest(req, res),
-    );
+    const serverOpts = {
+      // The channel is a request whose body never ends: no whole-request deadline. Bodies
+      // of ordinary requests have their own (BODY_TIMEOUT_MS, in readBody).
+      requestTimeout: 0,
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      noDelay: true,
+    };
+    const onRequest = (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res);
+    this.presented = { cert: initialTls?.cert ?? '', certified: initialTls?.certified ?? false };
+    if (initialTls) {
+      // requestCert without rejectUnauthorized: whether a client certificate is required
+      // depends on having a pinned CA, which can change without a restart (registration), so
+      // it is enforced at 'secureConnection' and again per request (authorizedPeer).
+      const srv = https.createServer({ ...serverOpts, key: initialTls.key, cert: initialTls.cert, ...(initialTls.ca ? { ca: initialTls.ca } : {}), requestCert: true, rejectUnauthorized: false }, onRequest);
+      srv.on('secureConnection', (sock: TLSSocket) => {
+        if (this.tlsStore.ca && !sock.authorized) {
+          this.log.warn({ from: sock.remoteAddress, why: sock.authorizationError ? String(sock.authorizationError) : 'no client certificate' }, 'refused a TLS client without a certificate from the controller CA');
+          sock.destroy();
+        }
+      });
+      srv.on('tlsClientError', (err, sock) => this.log.debug({ from: sock.remoteAddress, err: err.message }, 'TLS handshake failed'));
+      this.server = srv;
+    } else {
+      this.server = http.createServer(serverOpts, onRequest);
+    }
     this.server.keepAliveTimeout = 5_000;
+    this.certs = new CertKeeper(tlsStore, state, clock, log, () => this.clientTls(true), (m) => this.useCertificate(m));
   }
 
   get url(): string {
-    return `http://${this.host === '0.0.0.0' ? '127.0.0.1' : this.host}:${this.port}`;
+    return `${this.opts.plainHttp ? 'http' : 'https'}://${this.host === '0.0.0.0' ? '127.0.0.1' : this.host}:${this.port}`;
+  }
+
+  certificate(): { cert: string; certified: boolean } {
+    return this.presented;
+  }
+
+  renewCertificate(): Promise<void> {
+    return this.certs.renew();
+  }
+
+  /** A new certificate from the CA: new connections get it; open ones carry on. */
+  private useCertificate(m: TlsMaterial): void {
+    if (this.server instanceof https.Server) this.server.setSecureContext({ key: m.key, cert: m.cert, ca: m.ca });
+    this.presented = { cert: m.cert, certified: true };
+  }
+
+  /**
+   * TLS settings for calls to the controller (forController) or to another agent: the pinned
+   * CA and the role check, our certificate as client certificate when we have one. Without a
+   * pinned CA (provisional) the server is not checked: tls.ts says why that is safe.
+   */
+  clientTls(forController: boolean): ClientTls {
+    const m = this.tlsStore.material;
+    if (!m?.ca) return { rejectUnauthorized: false };
+    const mine = this.tlsStore.usable(this.clock.now()) ? { key: m.key, cert: m.cert } : {};
+    return { ca: m.ca, checkServerIdentity: forController ? controllerIdentity : anyIdentity, ...mine };
+  }
+
+  /** With a pinned CA: is the client the controller (or, for vmReceive, any holder of a CA certificate)? */
+  private authorizedPeer(req: IncomingMessage, controllerOnly: boolean): boolean {
+    if (!this.tlsStore.ca) return true;
+    const sock = req.socket as TLSSocket;
+    if (!sock.authorized) return false;
+    return !controllerOnly || sock.getPeerCertificate()?.subject?.CN === CONTROLLER_CN;
   }
 
   listen(): Promise<void> {
@@ -278,6 +354,7 @@ export class Agent implements RunningAgent {
       if (typeof token !== 'string' || !token) throw new Unauthorized('missing-migration-token');
       // Before reading anything: a stranger must not make the agent buffer bodies.
       if (!this.tokens.known(token)) throw new Unauthorized('unknown-token');
+      if (!this.opts.plainHttp && !this.authorizedPeer(req, false)) throw new Unauthorized('client-certificate');
       const raw = await readBody(req, Math.min(RECEIVE_BODY_LIMIT, this.bodyLimit), this.clock);
       agentApp()(tagRequest(req, this, raw, token), res);
       return;
@@ -285,6 +362,7 @@ export class Agent implements RunningAgent {
 
     const cfg = this.state.get();
     if (!cfg.secret || !cfg.hostUuid) throw new Unauthorized('no-secret-yet');
+    if (!this.opts.plainHttp && !this.authorizedPeer(req, true)) throw new Unauthorized('not-the-controller-certificate');
     // Cheap checks first: a request that cannot be ours is refused before its body is read.
     const host = req.headers[AUTH.host];
     if (typeof host !== 'string' || !host) throw new Unauthorized('missing');
@@ -429,7 +507,7 @@ export class Agent implements RunningAgent {
     const body = JSON.stringify({ facts } satisfies FactsPush);
     try {
       const headers = signedHeaders(cfg.secret, cfg.hostUuid, 'POST', u.pathname + u.search, body, this.clock.now());
-      const a = await postJson(url, body, headers, PUSH_TIMEOUT_MS);
+      const a = await postJson(url, body, headers, PUSH_TIMEOUT_MS, this.clientTls(true));
       if (a.status < 200 || a.status >= 300) throw new Error(`HTTP ${a.status}: ${answerError(a)}`);
       if (this.pendingPush === facts) this.pendingPush = undefined;
       this.pushRetry?.cancel();
@@ -469,7 +547,10 @@ export class Agent implements RunningAgent {
     const { destinationUrl, token } = cmd;
     const vm = await this.driver.migrate(cmd.vmUuid, {
       url: destinationUrl,
-      deliver: (v) => deliverVm(v, { destinationUrl, token, clock: this.clock, retryMs: this.opts.deliveryRetryMs, signal: this.abort.signal }),
+      deliver: (v) => deliverVm(v, {
+        destinationUrl, token, clock: this.clock, retryMs: this.opts.deliveryRetryMs, signal: this.abort.signal,
+        ...(this.opts.plainHttp ? {} : { tls: this.clientTls(false) }),
+      }),
     });
     this.log.info({ vm: vm.uuid, to: destinationUrl }, 'vm migrated away');
     return vm;
@@ -577,25 +658,36 @@ export class Agent implements RunningAgent {
     );
     this.refresher?.add(this);
     const cfg = this.state.get();
-    if (cfg.secret) return;
+    if (cfg.secret) {
+      if (!this.opts.plainHttp) this.certs.start();
+      return;
+    }
     const controllerUrl = this.opts.controllerUrl;
     if (!controllerUrl || !this.opts.bootstrapToken) {
       this.log.warn('no secret in agent.json: every request is refused until the deployment writes one, or the agent registers (--controller and --bootstrap-token)');
       this.registered = new Promise(() => {});
       return;
     }
-    this.registered = register({
+    const token = this.opts.bootstrapToken;
+    this.registered = newKey().then((key) => register({
       controllerUrl,
-      cmd: { token: this.opts.bootstrapToken, hostname: this.opts.hostname ?? osHostname(), managementIp: this.host, port: this.port },
+      caCertHash: this.opts.caCertHash,
+      cmd: { token, hostname: this.opts.hostname ?? osHostname(), managementIp: this.host, port: this.port },
+      key,
       clock: this.clock,
       log: this.log,
       signal: this.abort.signal,
       backoff: this.opts.registerBackoff,
       limiter: this.opts.registerLimiter,
-    }).then(
+    })).then(
       async (rsp) => {
-        await this.state.update({ hostUuid: rsp.hostUuid, secret: rsp.secret, controllerUrl });
+        // The certificate first: once the secret is stored the controller's connect is
+        // accepted, and it checks our certificate.
+        await this.tlsStore.save(rsp.tls);
+        this.useCertificate(rsp.tls);
+        await this.state.update({ hostUuid: rsp.hostUuid, secret: rsp.secret, controllerUrl: this.opts.plainHttp ? controllerUrl : rsp.agentUrl });
         this.log.info({ hostUuid: rsp.hostUuid }, 'registered with the controller');
+        if (!this.opts.plainHttp) this.certs.start();
       },
       (err) => {
         if (this.stopped) return new Promise<void>(() => {});
@@ -611,6 +703,7 @@ export class Agent implements RunningAgent {
     this.stopped = true;
     this.abort.abort(new Error('agent stopped'));
     this.refresher?.remove(this);
+    this.certs.stop();
     this.pushRetry?.cancel();
     this.pushRetry = undefined;
     this.unwatch();
@@ -662,8 +755,15 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     }
   }
   const refresher = opts.refresher === undefined ? processRefresher(log) : opts.refresher;
-  const fence = await ReplayFence.open(opts.stateDir, clock);
-  const agent = new Agent(driver, store, clock, log, refresher, await driver.bootId(), opts, fence);
+  const fence = await openReplayFence(opts.stateDir, clock);
+  const tlsStore = await AgentTlsStore.open(opts.stateDir);
+  let initialTls: { key: string; cert: string; ca?: string; certified: boolean } | undefined;
+  if (!opts.plainHttp) {
+    const m = tlsStore.material;
+    if (m && tlsStore.usable(clock.now())) initialTls = { ...m, certified: true };
+    else initialTls = { ...(await placeholderIdentity()), ...(tlsStore.ca ? { ca: tlsStore.ca } : {}), certified: false };
+  }
+  const agent = new Agent(driver, store, clock, log, refresher, await driver.bootId(), opts, fence, tlsStore, initialTls);
   await agent.listen();
   agent.begin();
   log.info({ url: agent.url, hypervisor: driver.kind, instanceId: agent.instanceId, stateDir: opts.stateDir, startMs: Math.round(performance.now() - t0) }, 'agent ready');

@@ -16,7 +16,7 @@
  *    own pings do not mix in (the channels' heartbeats still do: the idle CPU rate with
  *    every channel open is measured just before, and the per-ping CPU is also shown net of it).
  *    Then bare HTTP loops from this process to 100 fleet agents, BENCH_BARE_REQUESTS requests
- *    at concurrency 100 over a keep-alive http.Agent: POST /host/echo signed (200; the
+ *    at concurrency 100 over a keep-alive https.Agent (agents speak TLS; the controller's client certificate): POST /host/echo signed (200; the
  *    secrets come from the in-process controller's store) and unsigned (401, which the agent
  *    answers with `connection: close`, so that loop opens a TCP connection per request).
  * 3. Controller restart with every host connected: close(), then startController on the same
@@ -37,7 +37,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
+import https from 'node:https';
 import { Session } from 'node:inspector/promises';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
@@ -293,8 +293,9 @@ interface BareTarget {
  * `requests` POSTs of /host/echo at `CONCURRENCY`: worker w talks to targets[w % n] one
  * request after another over a keep-alive agent. Returns wall ms, CPU µs and the statuses.
  */
-async function bareLoop(targets: BareTarget[], requests: number, signed: boolean): Promise<{ ms: number; cpuUs: number; statuses: Map<number, number>; errors: number }> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+async function bareLoop(targets: BareTarget[], requests: number, signed: boolean, tls: Core['pki']): Promise<{ ms: number; cpuUs: number; statuses: Map<number, number>; errors: number }> {
+  // Agents speak TLS: keep-alive HTTPS with the controller's client certificate, as the controller calls them.
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 4, key: tls.key(), cert: tls.cert(), ca: tls.caBundle, checkServerIdentity: () => undefined });
   const statuses = new Map<number, number>();
   let errors = 0;
   const body = '{}';
@@ -302,7 +303,7 @@ async function bareLoop(targets: BareTarget[], requests: number, signed: boolean
     const path = AGENT_PATHS.echo;
     const headers: Record<string, string> = { 'content-type': 'application/json', 'content-length': '2' };
     if (signed) Object.assign(headers, signedHeaders(t.secret, t.uuid, 'POST', path, body, Date.now()));
-    const req = http.request({ host: t.ip, port: 7070, path, method: 'POST', agent, headers }, (r) => {
+    const req = https.request({ host: t.ip, port: 7070, path, method: 'POST', agent, headers }, (r) => {
       statuses.set(r.statusCode ?? 0, (statuses.get(r.statusCode ?? 0) ?? 0) + 1);
       r.resume();
       r.on('end', () => res());
@@ -442,11 +443,11 @@ async function main(): Promise<void> {
     if (!h?.agentSecret) throw new Error(`no host row with a secret for fleet agent ${ip}`);
     targets.push({ ip, uuid: h.uuid, secret: h.agentSecret });
   }
-  const signedLoop = await bareLoop(targets, BARE_REQUESTS, true);
+  const signedLoop = await bareLoop(targets, BARE_REQUESTS, true, core.pki);
   log(`  bare loop, signed echo (keep-alive): ${BARE_REQUESTS} in ${fmtMs(signedLoop.ms)}, CPU ${fmtUs(signedLoop.cpuUs / BARE_REQUESTS)}/request, ` +
     `statuses ${JSON.stringify(Object.fromEntries(signedLoop.statuses))}, errors ${signedLoop.errors}`);
   await sleep(500);
-  const unsignedLoop = await bareLoop(targets, BARE_REQUESTS, false);
+  const unsignedLoop = await bareLoop(targets, BARE_REQUESTS, false, core.pki);
   log(`  bare loop, unsigned echo (401 + connection: close): ${BARE_REQUESTS} in ${fmtMs(unsignedLoop.ms)}, CPU ${fmtUs(unsignedLoop.cpuUs / BARE_REQUESTS)}/request, ` +
     `statuses ${JSON.stringify(Object.fromEntries(unsignedLoop.statuses))}, errors ${unsignedLoop.errors}`);
 

@@ -11,6 +11,7 @@
  */
 import { z } from 'zod';
 import type { FactsPush, HostFacts, RegisterCmd } from './agent.ts';
+import type { CertificateCmd } from './pki.ts';
 import { describeIssue } from './api.ts';
 import { invalidArgument } from './errors.ts';
 import { isPrintable, nameProblem } from './values.ts';
@@ -45,6 +46,10 @@ export const HostFactsSchema = z.strictObject({
 
 export const FactsPushSchema = z.strictObject({ facts: HostFactsSchema }) satisfies z.ZodType<FactsPush>;
 
+/** SPKI PEM of a public key (the CA checks it is ECDSA P-256 when it issues). */
+const publicKeyPem = z.string().max(4096, 'must be at most 4096 characters')
+  .regex(/^-----BEGIN PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+-----END PUBLIC KEY-----\n?$/, 'must be a PEM public key (SPKI)');
+
 export const RegisterSchema = z.strictObject({
   token: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters'),
   // Becomes the host's name: the API's rule for names (1-255, not blank, no control characters).
@@ -54,7 +59,11 @@ export const RegisterSchema = z.strictObject({
   }),
   managementIp: z.string().min(1, 'must not be empty').max(253, 'must be at most 253 characters'),
   port: z.number().int('must be an integer').min(1, 'must be 1-65535').max(65535, 'must be 1-65535'),
+  publicKey: publicKeyPem,
 }) satisfies z.ZodType<RegisterCmd>;
+
+/** What an agent sends for a (new or renewed) certificate: its public key. */
+export const CertificateSchema = z.strictObject({ publicKey: publicKeyPem }) satisfies z.ZodType<CertificateCmd>;
 
 /**
  * Host facts as the controller may use them, from anything an agent sent (a push or the

@@ -17,6 +17,9 @@
  * request (the nonce), unaltered. A refusal (401) is not signed: it answers a request that
  * did not authenticate, and signing whatever nonce a stranger sends would make the agent a
  * signing service for that stranger.
+ *
+ * All of this runs inside mutual TLS (protocol/pki.ts): the signatures are the second
+ * factor, and the only authentication during an agent's provisional phase (agent/tls.ts).
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
@@ -364,10 +367,19 @@ export interface RegisterCmd {
   /** The address and port the agent listens on; 0.0.0.0 means "the address you see me from". */
   managementIp: string;
   port: number;
+  /**
+   * SPKI PEM of the ECDSA P-256 key the agent made for its certificate (protocol/pki.ts).
+   * Registration is served over TLS only (the controller's agent port), so the answer's
+   * secret never travels in clear.
+   */
+  publicKey: string;
 }
 export interface RegisterRsp extends AgentResponse {
   hostUuid: string;
   secret: string;
+  /** The agent's certificate (PEM) for `publicKey`, and the CA bundle to trust from now on. */
+  certificate: string;
+  caCertificates: string;
 }
 export interface FactsPush {
   facts: HostFacts;

@@ -8,12 +8,26 @@
  * defined by someone else are listed too: uuid from libvirt, name from <title> or the
  * domain name, IPs empty.
  *
- * VM changes are announced to watch() listeners after the driver's own operations. Changes
- * libvirt makes on its own (a guest powering itself off, an admin's `virsh suspend`) are not
- * seen yet: the seam for them is notifyExternalChange(uuid), which a later libvirt event
- * listener (`virsh event --loop --event lifecycle`, or libvirt's event API) will call. Until
- * then the controller learns them from /vm/list at its next sync.
+ * VM changes are announced to watch() listeners after the driver's own operations, and the
+ * ones libvirt makes on its own (a guest powering itself off, a QEMU that dies, an admin's
+ * `virsh suspend`) from libvirt's event stream: one `virsh event --loop --event lifecycle`
+ * child per driver, started with the first watcher, whose lines name the domain that changed;
+ * that one domain is re-read (never a poll over every domain) and announced. The child is
+ * started again (1 s, then doubling to 30 s) when it ends, e.g. across a libvirtd restart,
+ * and every domain is then re-read once, since events may have been missed meanwhile.
+ *
+ * Live migration (migrate()): qemu+ssh to the destination's management IP (the host of the
+ * destination agent's URL) with the cluster's migration key, through the ssh wrapper the
+ * playbook installs (ansible/roles/kvm): never libvirt TCP, which has no authentication
+ * unless SASL is set up. Why ssh rather than libvirt TLS: the hosts already run sshd, the
+ * controller already manages SSH keys, and a per-cluster key restricted by a forced command
+ * to libvirt's socket needs no certificate authority, no listening libvirtd port and no
+ * libvirtd.conf change. Limit: QEMU's own migration stream goes directly from QEMU to QEMU
+ * (the destination's migration_address, ports 49152-49215), authenticated only by libvirt
+ * opening that port for this one migration; `--tunnelled` would carry it through ssh at the
+ * cost of speed (settable with migrateFlags).
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -21,7 +35,7 @@ import { type AgentVm, type AgentVmState, DEFAULT_GRACE_TIMEOUT_MS } from '../..
 import { type Clock, sleep, systemClock } from '../clock.ts';
 import { CommandError, type CommandRunner } from '../exec.ts';
 import { ensureDir } from '../fsutil.ts';
-import { gatherSystemFacts, readBootId, realProbe, type SystemProbe, systemAvailableMemory } from '../facts.ts';
+import { gatherSystemFacts, kvmUsable, readBootId, realProbe, type SystemProbe, systemAvailableMemory } from '../facts.ts';
 import { OutgoingMarkers } from '../outgoing.ts';
 import {
   DriverError, type HostHardware, type HypervisorDriver, type MigrationTarget, notFound, plainVm, type StopOptions, type VmListener, VmListeners,
@@ -42,8 +56,25 @@ export interface LibvirtOptions {
   domainType?: string;
   /** The libvirt network NICs attach to. */
   network?: string;
-  /** Destination libvirt URI for `virsh migrate`; `{host}` is the destination agent's host. */
+  /**
+   * Destination libvirt URI for `virsh migrate`; `{host}` is the destination agent's host
+   * (its management IP). Default MIGRATE_URI: qemu+ssh through the playbook's wrapper.
+   */
   migrateUri?: string;
+  /** Extra `virsh migrate` flags (e.g. --tunnelled --p2p, or --bandwidth N in tests). */
+  migrateFlags?: string[];
+  /**
+   * A live migration that has not completed after this long is aborted (`virsh domjobabort`)
+   * and the guest keeps running here: a guest dirtying memory faster than the link copies it
+   * never converges. Default 5 minutes (an idle 64 MiB guest takes ~0.3 s).
+   */
+  convergeTimeoutMs?: number;
+  /** Listen to libvirt's lifecycle events (default: yes, except for the test driver's test:/// URIs). */
+  events?: boolean;
+  /** Test seam: how the event child is started (default: spawn virsh). */
+  spawnEvents?: (file: string, args: string[]) => ChildProcess;
+  /** Test seam: whether /dev/kvm is usable (decides the domain type when domainType is unset). */
+  kvmUsable?: () => Promise<boolean>;
   /** How long a grace stop waits for the guest (ACPI) when the command gives no graceTimeoutMs. */
   stopTimeoutMs?: number;
   /** How long `virsh migrate` may run (a live migration of a large VM takes minutes). */
@@ -104,7 +135,13 @@ export function parseDomainXml(xml: string): VmSpec {
   return { uuid: undashed(uuid), name: title || name, memorySize, cpuNum, vmNics };
 }
 
-/** The domain XML Hostkeeper defines for a VM (see the header comment for the mapping). */
+/**
+ * The domain XML Hostkeeper defines for a VM (see the header comment for the mapping). No
+ * disks (images are outside this project): the firmware tries to boot from the network
+ * and, without a NIC, idles in SeaBIOS, a real QEMU that starts, stops and migrates. ACPI
+ * lets a guest OS react to a grace stop; no <cpu> element, so QEMU's default model, which
+ * every x86 host can run (what keeps migrations between unlike CPUs possible).
+ */
 export function domainXml(vm: VmSpec, opts: { domainType?: string; network?: string } = {}): string {
   const nics = vm.vmNics
     .map(
@@ -129,7 +166,14 @@ ${meta}
   <vcpu>${vm.cpuNum}</vcpu>
   <os>
     <type arch='x86_64'>hvm</type>
+    <boot dev='network'/>
   </os>
+  <features>
+    <acpi/>
+  </features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
   <devices>
 ${nics}
   </devices>
@@ -164,6 +208,58 @@ const LIST_CONCURRENCY = 8;
 /** How often a grace stop polls `virsh domstate`. */
 const STOP_POLL_MS = 1_000;
 const DEFAULT_MIGRATE_TIMEOUT_MS = 60 * 60_000;
+const DEFAULT_CONVERGE_TIMEOUT_MS = 5 * 60_000;
+/** The playbook's ssh wrapper for migrations (ansible/roles/kvm/vars/main.yml hk_migration_ssh). */
+export const MIGRATION_SSH = '/opt/hostkeeper/bin/hostkeeper-migration-ssh';
+export const MIGRATE_URI = `qemu+ssh://root@{host}/system?command=${MIGRATION_SSH}&no_tty=1`;
+/** How long the compatibility check may take (one ssh connect and two virsh calls). */
+const COMPAT_TIMEOUT_MS = 30_000;
+const EVENTS_RESTART_MS = [1_000, 30_000] as const;
+
+/** `virsh version` -> the versions of libvirt and the hypervisor (QEMU). */
+export function parseVirshVersion(out: string): { libvirt?: string; qemu?: string } {
+  return {
+    libvirt: /Using library: libvirt (\d+(?:\.\d+)*)/.exec(out)?.[1],
+    qemu: /Running hypervisor: QEMU (\d+(?:\.\d+)*)/.exec(out)?.[1],
+  };
+}
+
+/** A line of `virsh event --loop --event lifecycle`: the domain's name (ours: the uuid), else undefined. */
+export function parseEventLine(line: string): string | undefined {
+  return /^event 'lifecycle' for domain '?([^':]+)'?:/.exec(line.trim())?.[1];
+}
+
+const cmp = (a: string, b: string) => {
+  const x = a.split('.').map(Number);
+  const y = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  return 0;
+};
+
+/**
+ * Whether a guest can move from `src` to `dst` (what each `virsh version`/`capabilities`
+ * said), as a list of reasons it cannot, in an admin's words; empty when it can.
+ * - QEMU: a running guest moves to the same or a newer QEMU only (an older one may not know
+ *   its machine type or device state).
+ * - Machine type: the destination's QEMU must offer the guest's (e.g. pc-i440fx-7.2).
+ * - Acceleration: a KVM guest needs a destination where KVM is usable.
+ * - CPU: a guest defined with host-passthrough needs the same host CPU model; Hostkeeper's
+ *   own guests have no <cpu> (QEMU's default model) and pass. Limit: a custom <cpu> model is
+ *   not compared here; libvirt refuses it at migration time with its own reason.
+ */
+export function migrationProblems(
+  src: { qemu?: string; cpuModel?: string },
+  dst: { qemu?: string; libvirt?: string; machines: readonly string[]; kvm: boolean; cpuModel?: string },
+  guest: { machine?: string; type: string; hostPassthrough: boolean },
+  dstName: string,
+): string[] {
+  const out: string[] = [];
+  if (src.qemu && dst.qemu && cmp(dst.qemu, src.qemu) < 0) out.push(`${dstName} runs QEMU ${dst.qemu}, older than this host's QEMU ${src.qemu}: a running guest cannot move to an older QEMU`);
+  if (guest.machine && !dst.machines.some((m) => m === guest.machine)) out.push(`${dstName}'s QEMU does not offer the guest's machine type ${guest.machine}`);
+  if (guest.type === 'kvm' && !dst.kvm) out.push(`the guest runs with KVM acceleration and ${dstName} has no usable KVM (/dev/kvm)`);
+  if (guest.hostPassthrough && src.cpuModel !== dst.cpuModel) out.push(`the guest uses the host's CPU model (host-passthrough, ${src.cpuModel ?? 'unknown'}) and ${dstName} has another CPU (${dst.cpuModel ?? 'unknown'})`);
+  return out;
+}
 
 export class LibvirtDriver implements HypervisorDriver {
   readonly kind = 'libvirt' as const;
@@ -176,6 +272,13 @@ export class LibvirtDriver implements HypervisorDriver {
   private markersP: Promise<OutgoingMarkers> | undefined;
   /** VMs this process is sending right now (listed Migrating). */
   private readonly inFlight = new Set<string>();
+  private events?: { child: ChildProcess; stopped: boolean };
+  private eventsRestartMs: number = EVENTS_RESTART_MS[0];
+  private eventsTimer?: { cancel(): void };
+  private closed = false;
+  /** Per domain: a re-read running, and whether another event came meanwhile. */
+  private readonly rereads = new Map<string, { again: boolean }>();
+  private domainTypeP?: Promise<string>;
 
   constructor(private readonly opts: LibvirtOptions) {
     this.uri = opts.uri ?? 'qemu:///system';
@@ -233,7 +336,95 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   watch(listener: VmListener): () => void {
-    return this.listeners.add(listener);
+    const off = this.listeners.add(listener);
+    if (this.opts.events ?? !this.uri.startsWith('test:')) this.startEvents(false);
+    return off;
+  }
+
+  // ---- libvirt's event stream --------------------------------------------------------------
+
+  /** One `virsh event --loop` child; `resync`: re-read every domain (events may have been missed). */
+  private startEvents(resync: boolean): void {
+    if (this.events || this.closed) return;
+    const spawnIt = this.opts.spawnEvents ?? ((file, args) => spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } }));
+    let child: ChildProcess;
+    try {
+      child = spawnIt(this.opts.virsh ?? 'virsh', this.args('event', '--loop', '--event', 'lifecycle'));
+    } catch {
+      this.restartEvents();
+      return;
+    }
+    const ev = { child, stopped: false };
+    this.events = ev;
+    let buf = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const name = parseEventLine(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+        if (name) void this.onEvent(name);
+      }
+      // Once lines flow the connection works: the next failure starts from the short pause.
+      this.eventsRestartMs = EVENTS_RESTART_MS[0];
+    });
+    child.stderr?.resume();
+    child.on('error', () => undefined); // ENOENT and the like: 'close' follows
+    child.on('close', () => {
+      if (this.events === ev) this.events = undefined;
+      if (!ev.stopped) this.restartEvents();
+    });
+    if (resync) void this.resyncAll();
+  }
+
+  private restartEvents(): void {
+    if (this.closed || this.eventsTimer) return;
+    const ms = this.eventsRestartMs;
+    this.eventsRestartMs = Math.min(ms * 2, EVENTS_RESTART_MS[1]);
+    const cancel = this.clock.setTimer(ms, () => {
+      this.eventsTimer = undefined;
+      this.startEvents(true);
+    });
+    this.eventsTimer = { cancel };
+  }
+
+  private async resyncAll(): Promise<void> {
+    const all = await this.uuids('--all').catch(() => [] as string[]);
+    for (const u of all) await this.onEvent(u);
+  }
+
+  /**
+   * A lifecycle event for a domain (by name; ours are named by the uuid). Re-read once; an
+   * event arriving during the re-read triggers one more. A VM this process is sending is
+   * skipped: migrate() announces its outcome itself, and the controller ignores pushes for a
+   * VM whose migration it is settling.
+   */
+  private async onEvent(name: string): Promise<void> {
+    let uuid = /^[0-9a-f]{32}$/i.test(name) ? name.toLowerCase() : undefined;
+    uuid ??= await this.virsh('domuuid', name).then((o) => undashed(o.trim()), () => undefined);
+    if (!uuid || this.inFlight.has(uuid)) return;
+    const r = this.rereads.get(uuid);
+    if (r) {
+      r.again = true;
+      return;
+    }
+    const entry = { again: false };
+    this.rereads.set(uuid, entry);
+    try {
+      do {
+        entry.again = false;
+        await this.notifyExternalChange(uuid).catch(() => undefined);
+      } while (entry.again);
+    } finally {
+      this.rereads.delete(uuid);
+    }
+  }
+
+  /** kvm when /dev/kvm is usable, else qemu (TCG); an explicit domainType wins. */
+  private domainType(): Promise<string> {
+    if (this.opts.domainType) return Promise.resolve(this.opts.domainType);
+    this.domainTypeP ??= (this.opts.kvmUsable ?? kvmUsable)().then((k) => (k ? 'kvm' : 'qemu'));
+    return this.domainTypeP;
   }
 
   /**
@@ -330,7 +521,7 @@ export class LibvirtDriver implements HypervisorDriver {
     const dir = join(this.opts.stateDir, 'tmp');
     await ensureDir(dir);
     const file = join(dir, `${spec.uuid}.${randomBytes(4).toString('hex')}.xml`);
-    await writeFile(file, domainXml(spec, this.opts), { mode: 0o600 });
+    await writeFile(file, domainXml(spec, { network: this.opts.network, domainType: await this.domainType() }), { mode: 0o600 });
     try {
       await this.virsh('define', file);
     } finally {
@@ -429,23 +620,74 @@ export class LibvirtDriver implements HypervisorDriver {
       await markers.delete(uuid);
       this.listeners.emit(uuid, moved ? null : vm);
     };
+    const host = new URL(to.url).hostname;
+    const dest = (this.opts.migrateUri ?? MIGRATE_URI).replace('{host}', host);
     try {
+      // Before the destination agent hears of it: nothing has moved if this refuses.
+      await this.checkDestination(uuid, host, dest);
       await to.deliver(plainVm(vm));
     } catch (err) {
       await done(false);
-      throw err instanceof DriverError ? new DriverError(502, err.message) : err;
+      throw err instanceof DriverError ? new DriverError(err.status === 409 ? 409 : 502, err.message) : err;
     }
-    const host = new URL(to.url).hostname;
-    const dest = (this.opts.migrateUri ?? 'qemu+tcp://{host}/system').replace('{host}', host);
+    const convergeMs = this.opts.convergeTimeoutMs ?? DEFAULT_CONVERGE_TIMEOUT_MS;
+    let aborted = false;
+    // Not converged in time: abort the job; libvirt then leaves the guest running here.
+    const cancelAbort = this.clock.setTimer(convergeMs, () => {
+      aborted = true;
+      void this.virsh('domjobabort', dashed(uuid)).catch(() => undefined);
+    });
     try {
-      await this.virshWithin(this.opts.migrateTimeoutMs ?? DEFAULT_MIGRATE_TIMEOUT_MS, 'migrate', '--live', '--persistent', '--undefinesource', dashed(uuid), dest);
+      await this.virshWithin(this.opts.migrateTimeoutMs ?? DEFAULT_MIGRATE_TIMEOUT_MS,
+        'migrate', '--live', '--persistent', '--undefinesource', ...(this.opts.migrateFlags ?? []), dashed(uuid), dest);
     } catch (err) {
       const still = await this.read(uuid).catch(() => vm);
       await done(!still);
-      if (still) throw new DriverError(502, `libvirt could not migrate ${vmName(uuid)} to ${dest}: ${(err as Error).message}`);
+      if (still) {
+        if (aborted) throw new DriverError(502, `${vmName(uuid)} did not finish migrating to ${host} within ${Math.round(convergeMs / 1000)} s (its memory changes faster than it can be copied, or the link is slow): the migration was aborted and the VM keeps running on this host`);
+        throw new DriverError(502, `libvirt refused to migrate ${vmName(uuid)} to ${host}: ${libvirtReason(err)}`);
+      }
+    } finally {
+      cancelAbort();
     }
     if (this.inFlight.has(uuid)) await done(true);
     return plainVm(vm);
+  }
+
+  /**
+   * Asks the destination's libvirtd, over the migration transport itself (so a missing or
+   * refused key shows here, before anything moves), for its versions and capabilities, and
+   * refuses (409) with every reason the guest could not run there.
+   */
+  private async checkDestination(uuid: string, host: string, dest: string): Promise<void> {
+    // One virsh session, so one ssh connection (~0.5 s each here): `;` separates commands.
+    // domcapabilities for kvm fails where KVM is not usable, so it goes last.
+    let dst: string;
+    try {
+      dst = (await this.run(this.opts.virsh ?? 'virsh', ['-c', dest, 'version; capabilities; echo HK-KVM; domcapabilities --virttype kvm'], { timeoutMs: COMPAT_TIMEOUT_MS })
+        .catch((err: unknown) => {
+          // Only the last command failed (no KVM there): the answers before it count.
+          if (err instanceof CommandError && err.stdout.includes('HK-KVM')) return { stdout: err.stdout };
+          throw err;
+        })).stdout;
+    } catch (err) {
+      throw new DriverError(502, `cannot reach libvirt on ${host} over the migration transport (qemu+ssh with the cluster's migration key): ${libvirtReason(err)}`);
+    }
+    const [dstVersion, dstCaps] = [dst, dst.slice(0, dst.indexOf('HK-KVM') >>> 0)];
+    const dstKvm = /<domainCapabilities>/.test(dst.slice(dst.indexOf('HK-KVM')));
+    const [srcVersion, srcCaps, xml] = await Promise.all([this.virsh('version'), this.virsh('capabilities'), this.virsh('dumpxml', dashed(uuid))]);
+    const hostCpu = (caps: string) => /<host>[\s\S]*?<cpu>[\s\S]*?<model>([^<]+)<\/model>/.exec(caps)?.[1];
+    const problems = migrationProblems(
+      { qemu: parseVirshVersion(srcVersion).qemu, cpuModel: hostCpu(srcCaps) },
+      { ...parseVirshVersion(dstVersion), machines: [...dstCaps.matchAll(/<machine\b[^>]*>([^<]+)<\/machine>/g)].map((m) => m[1]!), kvm: dstKvm, cpuModel: hostCpu(dstCaps) },
+      {
+        machine: /<type\b[^>]*\bmachine=['"]([^'"]+)['"]/.exec(xml)?.[1],
+        type: /<domain\b[^>]*\btype=['"]([^'"]+)['"]/.exec(xml)?.[1] ?? 'kvm',
+        hostPassthrough: /<cpu\b[^>]*mode=['"]host-passthrough['"]/.test(xml),
+      },
+      `host ${host}`,
+    );
+    if (problems.length) throw new DriverError(409, `${vmName(uuid)} cannot live-migrate to ${host}: ${problems.join('; ')}`);
   }
 
   async resolveMigration(uuid: string, completed: boolean): Promise<AgentVm | null> {
@@ -484,6 +726,22 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    this.eventsTimer?.cancel();
+    if (this.events) {
+      this.events.stopped = true;
+      this.events.child.kill();
+      this.events = undefined;
+    }
     if (this.markersP) await (await this.markersP.catch(() => undefined))?.flush();
   }
+}
+
+/** libvirt's own reason from a failed virsh call: its `error: ...` lines, without the prefix. */
+function libvirtReason(err: unknown): string {
+  if (err instanceof CommandError) {
+    const lines = err.stderr.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('error:')).map((l) => l.replace(/^error:\s*/, ''));
+    if (lines.length) return lines.join(': ');
+  }
+  return (err as Error).message;
 }

@@ -12,8 +12,21 @@
  * AgentError 'unauthorized', whatever its status. (A 401 is never signed: the agent did not
  * accept our request, because the secrets differ, or it restarted after we signed and
  * refuses requests signed before its start; a fresh call signs anew.)
+ *
+ * TLS (protocol/pki.ts): every call is HTTPS with the controller's certificate as client
+ * certificate. A certified host (the controller issued it a certificate: HostRow
+ * agentCertNotAfter) must present a certificate from our CA with CN = its uuid, checked
+ * before anything is sent. A host not certified yet (a deployed agent before its first
+ * certificate request) is called without checking its temporary certificate: the request and
+ * answer signatures authenticate both sides, agent/tls.ts says why that is enough.
+ * TLS sessions are resumed per host (one ticket each, ~1 KB), so a call after the first costs
+ * an abbreviated handshake; the cache is keyed by whether the host was checked, so a session
+ * from before its certification is never resumed after it.
  */
 import http from 'node:http';
+import https from 'node:https';
+import type { ConnectionOptions, PeerCertificate } from 'node:tls';
+import type { ControllerTls } from '../pki/ca.ts';
 import { ANSWER_SIG_HEADER, AUTH, type AgentErrorCode, type AgentResponse, signedHeaders, verifyAnswer } from '../../protocol/agent.ts';
 import { Semaphore } from './semaphore.ts';
 
@@ -22,6 +35,34 @@ export interface AgentTarget {
   managementIp: string;
   agentPort: number;
   secret: string;
+  /** The agent holds a certificate from our CA: check it (else: provisional, see above). */
+  certified?: boolean;
+  /** The controller's TLS identity; absent: plain HTTP (bench/ only, to measure TLS). */
+  tls?: ControllerTls | null;
+}
+
+/** The https.request options of a call to `t` (none for plain HTTP). */
+export type TlsRequestOptions = https.RequestOptions & Pick<ConnectionOptions, 'secureContext' | 'session'>;
+
+export function tlsRequestOptions(t: AgentTarget, session?: Buffer): TlsRequestOptions {
+  if (!t.tls) return {};
+  const base: TlsRequestOptions = { secureContext: t.tls.context(), ...(session ? { session } : {}) };
+  if (!t.certified) return { ...base, rejectUnauthorized: false };
+  return {
+    ...base,
+    rejectUnauthorized: true,
+    checkServerIdentity: (_host: string, cert: PeerCertificate) =>
+      cert.subject?.CN === t.uuid ? undefined : new Error(`host[uuid:${t.uuid}]'s agent presented the certificate of ${cert.subject?.CN ?? 'nobody'}`),
+  };
+}
+
+/** An error of the TLS layer, in words: the agent is not who the CA says it should be. */
+export function tlsFailure(err: NodeJS.ErrnoException): string | undefined {
+  const c = err.code ?? '';
+  if (/CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|ERR_SSL/.test(c) || /certificate/i.test(err.message)) {
+    return `TLS: ${err.message}: its certificate is not one our CA issued to this host (a restored or replaced agent gets a new one at start)`;
+  }
+  return undefined;
 }
 
 export type AgentErrorKind = 'unreachable' | 'timeout' | 'unauthorized' | 'refused' | 'bad-answer';
@@ -52,10 +93,15 @@ export class AgentClient {
   private readonly global: Semaphore;
   private readonly perHost = new Map<string, Semaphore>();
 
+  /** One resumable TLS session per host (and per checked/unchecked). */
+  private readonly tlsSessions = new Map<string, Buffer>();
+
   constructor(
     private readonly now: () => number,
     globalLimit: number,
     private perHostLimit: number,
+    /** The controller's TLS identity; null: plain HTTP (bench/ only). */
+    readonly tls: ControllerTls | null = null,
   ) {
     this.global = new Semaphore(globalLimit);
   }
@@ -68,7 +114,7 @@ export class AgentClient {
    * controller's CPU in a 10,000-host restart.
    */
   static session(): http.Agent {
-    return new http.Agent({ keepAlive: true, maxSockets: 1 });
+    return new https.Agent({ keepAlive: true, maxSockets: 1 });
   }
 
   setPerHostLimit(n: number): void {
@@ -84,6 +130,8 @@ export class AgentClient {
 
   forget(uuid: string): void {
     this.perHost.delete(uuid);
+    this.tlsSessions.delete(`${uuid}:true`);
+    this.tlsSessions.delete(`${uuid}:false`);
   }
 
   /** One signed call; `session` (from AgentClient.session()) reuses its socket, else a fresh connection. */
@@ -94,12 +142,18 @@ export class AgentClient {
   private send<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number, session?: http.Agent): Promise<CallResult<T>> {
     const body = JSON.stringify(cmd ?? {});
     const where = `agent ${t.managementIp}:${t.agentPort}${path}`;
+    const tls = t.tls === undefined ? this.tls : t.tls;
+    const sessionKey = `${t.uuid}:${!!t.certified}`;
     return new Promise((resolve, reject) => {
       const signed = signedHeaders(t.secret, t.uuid, 'POST', path, body, this.now());
-      const req = http.request({
-        host: t.managementIp, port: t.agentPort, path, method: 'POST', agent: session ?? false,
+      const opts: https.RequestOptions = {
+        host: t.managementIp, port: t.agentPort, path, method: 'POST',
         headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...signed },
-      });
+      };
+      // A keep-alive session pool speaks HTTPS; plain HTTP (bench) opens a connection per call.
+      const req = tls
+        ? https.request({ ...opts, agent: session ?? false, ...tlsRequestOptions({ ...t, tls }, session ? undefined : this.tlsSessions.get(sessionKey)) })
+        : http.request({ ...opts, agent: false });
       let localAddress = '';
       const timer = setTimeout(() => {
         req.destroy(new AgentError('timeout', `${where} did not answer within ${timeoutMs} ms`));
@@ -107,10 +161,13 @@ export class AgentClient {
       req.on('socket', (s) => {
         if (s.localAddress) localAddress = s.localAddress;
         else s.once('connect', () => (localAddress = s.localAddress ?? ''));
+        if (tls && !session) s.once('session', (ticket: Buffer) => this.tlsSessions.set(sessionKey, ticket));
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         if (err instanceof AgentError) return reject(err);
+        const bad = tlsFailure(err);
+        if (bad) return reject(new AgentError('unauthorized', `${where}: ${bad}`));
         const why = err.code === 'ECONNREFUSED' ? 'refused the connection (is the agent running?)'
           : err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH' ? 'is unreachable'
           : err.code === 'ECONNRESET' ? 'closed the connection' : `failed: ${err.message}`;

@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import http from 'node:http';
+import https from 'node:https';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildAgent } from '../../agent/build.ts';
@@ -39,7 +39,8 @@ describe('dist/hostkeeper-agent.mjs', () => {
     expect((await signedPost(a, '/nope', {})).status).toBe(404);
     expect((await signedPost(a, AGENT_PATHS.echo, {}, { secret: 'wrong-secret-0123456789' })).status).toBe(401);
     const pong = await new Promise<string>((resolve, reject) => {
-      const req = http.request(url + AGENT_PATHS.channel, { method: 'POST', headers: signedHeaders(SECRET, HOST_UUID, 'POST', AGENT_PATHS.channel, '', Date.now()) });
+      // The bundle speaks TLS too (a temporary self-signed certificate: nothing to check it against).
+      const req = https.request(url + AGENT_PATHS.channel, { method: 'POST', rejectUnauthorized: false, headers: signedHeaders(SECRET, HOST_UUID, 'POST', AGENT_PATHS.channel, '', Date.now()) });
       req.on('response', (res) => res.setEncoding('utf8').on('data', (c: string) => c.includes('pong') && (resolve(c), req.destroy())));
       req.on('error', reject);
       req.write('{"t":"ping","id":5}\n');

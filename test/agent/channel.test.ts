@@ -3,6 +3,7 @@
  * coming, a new channel ends the old one, and its timers go when it goes.
  */
 import http from 'node:http';
+import https from 'node:https';
 import { describe, expect, it } from 'vitest';
 import { AGENT_PATHS, HEARTBEAT_MS, signedHeaders } from '../../protocol/agent.ts';
 import { FakeClock } from '../fakes/clock.ts';
@@ -23,9 +24,12 @@ function openChannel(url: string, now: number, secret = SECRET): Client {
   const lines: string[] = [];
   const beats: number[] = [];
   let buf = '';
-  const req = http.request(url + AGENT_PATHS.channel, {
+  const secure = url.startsWith('https:');
+  const req = (secure ? https : http).request(url + AGENT_PATHS.channel, {
     method: 'POST',
     agent: false,
+    // The agent has no certificate from a CA here (none pinned): nothing to check, as the controller does then.
+    ...(secure ? { rejectUnauthorized: false } : {}),
     headers: { 'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked', ...signedHeaders(secret, HOST_UUID, 'POST', AGENT_PATHS.channel, '', now) },
   });
   let endedResolve!: () => void;

@@ -86,7 +86,7 @@ describe('npm run agent --config FILE', () => {
         rej(new Error(`exited ${code}: ${r.stderr.join('\n')}`));
       });
     });
-    expect(ready.url).toMatch(/^http:\/\/127\.0\.0\.2:\d+$/);
+    expect(ready.url).toMatch(/^https:\/\/127\.0\.0\.2:\d+$/);
     expect(JSON.parse(await readFile(join(state, 'agent.json'), 'utf8'))).toEqual({ hostUuid: HOST_UUID, secret: SECRET });
     r.child.kill('SIGTERM');
     expect(await r.exit).toBe(0);

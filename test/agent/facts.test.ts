@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CommandError, type CommandRunner } from '../../agent/exec.ts';
 import {
-  canonicalFacts, gatherSystemFacts, hvmFromCpuinfo, liveSnapshotSupported, parseLastVersionToken, parseQemuImgVersion, realProbe,
+  canonicalFacts, gatherSystemFacts, hvmFact, hvmFromCpuinfo, liveSnapshotSupported, parseLastVersionToken, parseQemuImgVersion, realProbe,
   sameFacts, type SysInfo, type SystemProbe, versionAtLeast,
 } from '../../agent/facts.ts';
 import { AGENT_VERSION, type HostFacts } from '../../protocol/agent.ts';
@@ -168,5 +168,32 @@ describe('comparing facts', () => {
     for (const k of Object.keys(base) as (keyof HostFacts)[]) {
       expect(sameFacts(base, { ...base, [k]: k === 'hvm' ? null : `${String(base[k])}!` }), k).toBe(false);
     }
+  });
+});
+
+describe('hvm fact: only when hardware acceleration is usable (/dev/kvm)', () => {
+  const intel = 'vendor_id\t: GenuineIntel\nflags\t\t: fpu vmx sse\n';
+  const amd = 'vendor_id\t: AuthenticAMD\nflags\t\t: fpu svm sse\n';
+  const nestedIntel = 'vendor_id\t: GenuineIntel\nflags\t\t: fpu sse\n';
+  const nestedAmd = 'vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse\n';
+  it.each([
+    ['VT-x, /dev/kvm usable', intel, true, 'vmx'],
+    ['AMD-V, /dev/kvm usable', amd, true, 'svm'],
+    ['VT-x in cpuinfo, /dev/kvm missing or closed', intel, false, null],
+    ['nested guest: no flag in cpuinfo, /dev/kvm works (Intel)', nestedIntel, true, 'vmx'],
+    ['nested guest: no flag in cpuinfo, /dev/kvm works (AMD)', nestedAmd, true, 'svm'],
+    ['no flag, no /dev/kvm', nestedIntel, false, null],
+    ['a probe that cannot tell (older fakes): the cpuinfo flag alone', intel, undefined, 'vmx'],
+  ] as const)('%s -> %s', (_n, cpuinfo, kvm, want) => expect(hvmFact(cpuinfo, kvm)).toBe(want));
+
+  it('gatherSystemFacts asks the probe about /dev/kvm', async () => {
+    const probe = {
+      ...realProbe,
+      run: (async () => { throw new CommandError('x', 'x', [], 'ENOENT', '', ''); }) as CommandRunner,
+      readText: async (p: string) => (p === '/proc/cpuinfo' ? intel : ''),
+      kvmUsable: async () => false,
+    };
+    expect((await gatherSystemFacts(probe)).hvm).toBeNull();
+    expect((await gatherSystemFacts({ ...probe, kvmUsable: async () => true })).hvm).toBe('vmx');
   });
 });

@@ -7,7 +7,7 @@ import { fleetAddresses, intToIp, ipToInt } from '../../agent/fleet-core.ts';
 import { startFleet } from '../../agent/fleet.ts';
 import { silentLogger } from '../../agent/log.ts';
 import { AGENT_PATHS, AGENT_PORT } from '../../protocol/agent.ts';
-import { fakeController, later, rawRequest, signedPost, tempDir } from './helpers.ts';
+import { fakeController, later, presentClientCert, rawRequest, signedPost, tempDir } from './helpers.ts';
 
 const FAST = { initialMs: 5, maxMs: 20 };
 /** A random /16 inside 127/8, so parallel runs do not collide on port 7070. */
@@ -46,7 +46,8 @@ describe('startFleet in-process', () => {
     expect(fc.registrations.map((r) => `${r.managementIp}:${r.port}`).sort()).toEqual(ips.map((ip) => `${ip}:${AGENT_PORT}`).sort());
     expect(new Set(fleet.agents.map((a) => a.stateDir)).size).toBe(20);
 
-    // each answers requests signed with its own secret, and only those
+    // each answers requests signed with its own secret, and only those (from the controller's certificate)
+    presentClientCert(fc.ca.controller);
     for (const a of fleet.agents.slice(0, 5)) {
       const { hostUuid, secret } = a.config();
       expect((await signedPost(a, AGENT_PATHS.ping, {}, { hostUuid, secret })).status).toBe(200);

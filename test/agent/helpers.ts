@@ -6,12 +6,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach } from 'vitest';
 import {
-  AGENT_PATHS, CONTROLLER_AGENT_PATHS, type FactsPush, type RegisterCmd, ReplayGuard, signedHeaders, verifySigned,
+  AGENT_PATHS, ANSWER_SIG_HEADER, answerSignature, AUTH, CONTROLLER_AGENT_PATHS, type FactsPush, type RegisterCmd, ReplayGuard, signedHeaders, verifySigned,
 } from '../../protocol/agent.ts';
+import { type CertificateCmd, PKI_PATHS } from '../../protocol/pki.ts';
+import { type TestCa, testCa } from '../fakes/pki.ts';
 import type { Clock } from '../../agent/clock.ts';
 import { SimulatorDriver } from '../../agent/drivers/simulator.ts';
 import type { OsFacts } from '../../agent/facts.ts';
@@ -75,7 +78,7 @@ export interface TestAgentOptions extends Partial<AgentOptions> {
 /** An agent with a simulated host, listening on 127.0.0.1:<free port>, stopped after the test. */
 export async function makeAgent(o: TestAgentOptions = {}): Promise<RunningAgent & { sim: SimulatorDriver }> {
   const stateDir = o.stateDir ?? (await tempDir());
-  if (o.withSecret !== false && !o.stateDir) await writeAgentJson(stateDir, { hostUuid: HOST_UUID, secret: SECRET, controllerUrl: 'http://127.0.0.1:1' });
+  if (o.withSecret !== false && !o.stateDir) await writeAgentJson(stateDir, { hostUuid: HOST_UUID, secret: SECRET });
   const agent = await startAgent({
     listen: { host: '127.0.0.1', port: 0 },
     hypervisor: 'simulator',
@@ -126,9 +129,29 @@ export async function signedPost(agent: { url: string }, path: string, body: unk
   return rawRequest(agent.url + path, method, headers, method === 'GET' ? undefined : text);
 }
 
-export function rawRequest(url: string, method: string, headers: Record<string, string>, body?: string): Promise<Answer> {
+/**
+ * TLS options for test clients of an agent: by default none checked, as the controller
+ * calls an agent it has not certified yet; `tls` gives a client certificate (a certified
+ * agent requires one from its CA).
+ */
+export interface TestClientTls {
+  key?: string;
+  cert?: string;
+}
+let defaultClientTls: TestClientTls = {};
+/** The client certificate every test request presents from now on (the controller's, from the agent's CA). */
+export function presentClientCert(t: TestClientTls): void {
+  defaultClientTls = t;
+  later(async () => {
+    defaultClientTls = {};
+  });
+}
+
+export function rawRequest(url: string, method: string, headers: Record<string, string>, body?: string, tlsOpts: TestClientTls = defaultClientTls): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, headers, agent: false }, (res) => {
+    const secure = url.startsWith('https:');
+    const mod = secure ? https : http;
+    const req = mod.request(url, { method, headers, agent: false, ...(secure ? { rejectUnauthorized: false, ...tlsOpts } : {}) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => {
@@ -159,7 +182,11 @@ export const vmSpec = (n: number, over: Record<string, unknown> = {}) => ({
 // ---- a fake controller ------------------------------------------------------------------------
 
 export interface FakeController {
+  /** The plain admin-port URL an admin knows (serves the CA, pushes, certificate requests). */
   url: string;
+  /** The TLS agent port's URL (registration, pushes, certificate requests). */
+  agentUrl: string;
+  ca: TestCa;
   registrations: RegisterCmd[];
   pushes: { hostUuid: string; body: FactsPush }[];
   /** Refused pushes (bad signature), with the reason. */
@@ -170,56 +197,96 @@ export interface FakeController {
   registerScript: number[];
   /** Answer facts pushes with this status (default 200). */
   pushStatus: number;
+  /** Certificate requests served (host uuids). */
+  certRequests: string[];
+  /** Every request, as `<port kind> <method> <path>` (`plain`/`tls`). */
+  seen: string[];
+  /** Serve this PEM as the CA (a controller that is not the one the token is for). */
+  servedCa?: string;
+  /** The time signatures are checked against (agents on a fake clock sign with its time). */
+  now: () => number;
   close(): Promise<void>;
 }
 
-/** Checks the token, hands out host uuids and secrets, verifies pushes with verifySigned. */
+/**
+ * A controller's agent side: the CA on the plain port, registration on the TLS port only,
+ * certificate requests and pushes (signed) on both; answers to certificate requests signed.
+ */
 export async function fakeController(token = 'good-token'): Promise<FakeController> {
   const guard = new ReplayGuard();
+  const ca = await testCa();
   let seq = 0;
-  const fc: Omit<FakeController, 'url' | 'close'> = { registrations: [], pushes: [], badPushes: [], hosts: new Map(), registerScript: [], pushStatus: 200 };
-  const server = http.createServer((req, res) => {
+  let agentPort = 0;
+  const fc: Omit<FakeController, 'url' | 'agentUrl' | 'close'> = {
+    ca, registrations: [], pushes: [], badPushes: [], hosts: new Map(), registerScript: [], pushStatus: 200, certRequests: [], seen: [],
+    now: () => Date.now(),
+  };
+  const handler = (secure: boolean) => (req: http.IncomingMessage, res: http.ServerResponse) => {
     const chunks: Buffer[] = [];
+    fc.seen.push(`${secure ? 'tls' : 'plain'} ${req.method} ${req.url}`);
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
-      const raw = Buffer.concat(chunks);
-      const send = (status: number, body: unknown) => {
-        res.writeHead(status, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(body));
-      };
-      if (req.url === CONTROLLER_AGENT_PATHS.register) {
-        const cmd = JSON.parse(raw.toString()) as RegisterCmd;
-        const scripted = fc.registerScript.shift();
-        if (scripted) return send(scripted, { success: false, error: `scripted ${scripted}` });
-        if (cmd.token !== token) return send(403, { success: false, error: 'bootstrap token is not valid' });
-        fc.registrations.push(cmd);
-        const hostUuid = (++seq).toString(16).padStart(32, 'c');
-        const secret = `secret-for-${hostUuid}`;
-        fc.hosts.set(hostUuid, secret);
-        return send(200, { success: true, hostUuid, secret });
-      }
-      if (req.url === CONTROLLER_AGENT_PATHS.facts) {
-        const v = verifySigned(req.headers, req.method!, req.url, raw, Date.now(), (h) => fc.hosts.get(h), guard);
-        if (!v.ok) {
-          fc.badPushes.push(v.why);
-          return send(401, { success: false, error: 'unauthorized' });
+      void (async () => {
+        const raw = Buffer.concat(chunks);
+        const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+          res.writeHead(status, { 'content-type': 'application/json', ...headers });
+          res.end(typeof body === 'string' ? body : JSON.stringify(body));
+        };
+        if (req.method === 'GET' && req.url === PKI_PATHS.ca) {
+          const pem = fc.servedCa ?? ca.caCert;
+          return send(200, { success: true, caCertificates: pem, caCertHash: ca.caCertHash, agentPort });
         }
-        if (fc.pushStatus !== 200) return send(fc.pushStatus, { success: false, error: 'scripted push failure' });
-        fc.pushes.push({ hostUuid: v.hostUuid, body: JSON.parse(raw.toString()) });
-        return send(200, { success: true });
-      }
-      send(404, { success: false, error: 'no such path' });
+        if (req.url === CONTROLLER_AGENT_PATHS.register) {
+          if (!secure) return send(403, { success: false, error: 'registration is served over TLS only' });
+          const cmd = JSON.parse(raw.toString()) as RegisterCmd;
+          const scripted = fc.registerScript.shift();
+          if (scripted) return send(scripted, { success: false, error: `scripted ${scripted}` });
+          if (cmd.token !== token) return send(403, { success: false, error: 'bootstrap token is not valid' });
+          fc.registrations.push(cmd);
+          const hostUuid = (++seq).toString(16).padStart(32, 'c');
+          const secret = `secret-for-${hostUuid}`;
+          fc.hosts.set(hostUuid, secret);
+          const { cert } = await ca.issue(hostUuid, cmd.publicKey, ['127.0.0.1']);
+          return send(200, { success: true, hostUuid, secret, certificate: cert, caCertificates: ca.caCert });
+        }
+        if (req.url === CONTROLLER_AGENT_PATHS.facts || req.url === PKI_PATHS.certificate) {
+          const v = verifySigned(req.headers, req.method!, req.url, raw, fc.now(), (h) => fc.hosts.get(h), guard);
+          if (!v.ok) {
+            fc.badPushes.push(v.why);
+            return send(401, { success: false, error: 'unauthorized' });
+          }
+          if (req.url === PKI_PATHS.certificate) {
+            fc.certRequests.push(v.hostUuid);
+            const cmd = JSON.parse(raw.toString()) as CertificateCmd;
+            const { cert } = await ca.issue(v.hostUuid, cmd.publicKey, ['127.0.0.1']);
+            const text = JSON.stringify({ success: true, certificate: cert, caCertificates: ca.caCert, agentPort });
+            const sig = answerSignature(fc.hosts.get(v.hostUuid)!, 200, req.headers[AUTH.nonce] as string, text);
+            return send(200, text, { [ANSWER_SIG_HEADER]: sig });
+          }
+          if (fc.pushStatus !== 200) return send(fc.pushStatus, { success: false, error: 'scripted push failure' });
+          fc.pushes.push({ hostUuid: v.hostUuid, body: JSON.parse(raw.toString()) });
+          return send(200, { success: true });
+        }
+        send(404, { success: false, error: 'no such path' });
+      })();
     });
+  };
+  const plain = http.createServer(handler(false));
+  const secure = https.createServer({ ...ca.controller, ca: ca.caCert, requestCert: true, rejectUnauthorized: false }, handler(true));
+  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => secure.listen(0, '127.0.0.1', r));
+  agentPort = (secure.address() as { port: number }).port;
+  const url = `http://127.0.0.1:${(plain.address() as { port: number }).port}`;
+  const close = (srv: http.Server) => new Promise<void>((r) => {
+    srv.closeAllConnections();
+    srv.close(() => r());
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
   const out: FakeController = Object.assign(fc, {
     url,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
+    agentUrl: `https://127.0.0.1:${agentPort}`,
+    close: async () => {
+      await Promise.all([close(plain), close(secure)]);
+    },
   }) as FakeController;
   later(() => out.close());
   return out;
@@ -250,9 +317,11 @@ export function readChannel(agent: { url: string }, o: { clock?: Clock; hostUuid
   const frames: ChannelReader['frames'] = [];
   const at: number[] = [];
   let buf = '';
-  const req = http.request(agent.url + AGENT_PATHS.channel, {
+  const secure = agent.url.startsWith('https:');
+  const req = (secure ? https : http).request(agent.url + AGENT_PATHS.channel, {
     method: 'POST',
     agent: false,
+    ...(secure ? { rejectUnauthorized: false, ...defaultClientTls } : {}),
     headers: {
       'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked',
       ...signedHeaders(o.secret ?? SECRET, o.hostUuid ?? HOST_UUID, 'POST', AGENT_PATHS.channel, '', o.clock?.now() ?? Date.now()),

@@ -5,11 +5,15 @@
  * changes only inside one virsh process), plus one define+dumpxml round trip in a single
  * virsh process to prove libvirt accepts the XML we generate.
  */
-import { spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { PassThrough } from 'node:stream';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { domainXml, LibvirtDriver, mapDomainState, parseDomainXml } from '../../agent/drivers/libvirt.ts';
+import {
+  domainXml, LibvirtDriver, mapDomainState, MIGRATE_URI, migrationProblems, parseDomainXml, parseEventLine, parseVirshVersion,
+} from '../../agent/drivers/libvirt.ts';
 import { OUTGOING_FILE } from '../../agent/outgoing.ts';
 import { CommandError, type CommandRunner, execRunner } from '../../agent/exec.ts';
 import type { SystemProbe } from '../../agent/facts.ts';
@@ -122,7 +126,7 @@ const noDomain = new CommandError('virsh: no domain', 'virsh', [], 1, '', "error
 describe('libvirt driver write paths (command construction)', () => {
   const make = async (answers: Record<string, string | Error>, clock = new FakeClock()) => {
     const run = recorder(answers);
-    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock, stopTimeoutMs: 3_000 });
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock, stopTimeoutMs: 3_000, events: false, kvmUsable: async () => true });
     return { d, run, clock };
   };
   const virshCalls = (run: { calls: string[][] }) => run.calls.map((c) => c.slice(3).join(' ')).filter((c) => !c.startsWith('dumpxml') && !c.startsWith('domstate'));
@@ -160,7 +164,7 @@ describe('libvirt driver write paths (command construction)', () => {
       return { stdout: '', stderr: '' };
     };
     const clock = new FakeClock();
-    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock });
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock, events: false });
     const p = d.stop(vmSpec(1).uuid);
     await drive(clock, p);
     expect((await p).state).toBe('Stopped');
@@ -187,7 +191,7 @@ describe('libvirt driver write paths (command construction)', () => {
   ])('%s: the virsh commands', async (_n, op, domstate, calls) => {
     const dir = await tempDir();
     const run = recorder({ dumpxml: xmlOf(1), domstate });
-    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: dir, run, clock: new FakeClock() });
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: dir, run, clock: new FakeClock(), events: false });
     await op(d, dir);
     expect(virshCalls(run)).toEqual(calls);
   });
@@ -231,7 +235,7 @@ describe('libvirt driver write paths (command construction)', () => {
       }
       return { stdout: '', stderr: '' };
     };
-    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run });
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, events: false, kvmUsable: async () => true });
     const vm = await d.create(vmSpec(1), true);
     expect(vm).toEqual({ ...vmSpec(1), state: 'Running' });
     expect(xmlAtDefine).toBe(domainXml(vmSpec(1)));
@@ -239,8 +243,8 @@ describe('libvirt driver write paths (command construction)', () => {
     await expect(stat(definedFile)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  it('migrate: marker on disk, the destination agent accepts, then `virsh migrate --live` to its host; marker removed', async () => {
-    const { d, run } = await make({ dumpxml: xmlOf(1), domstate: 'running' });
+  it('migrate: compatibility asked over the transport, marker on disk, the destination agent accepts, then `virsh migrate --live` over qemu+ssh; marker removed', async () => {
+    const { d, run } = await make(COMPATIBLE);
     const dir = (d as unknown as { opts: { stateDir: string } }).opts.stateDir;
     const delivered: string[] = [];
     const markerAtDelivery: unknown[] = [];
@@ -255,13 +259,134 @@ describe('libvirt driver write paths (command construction)', () => {
     expect(delivered).toEqual([vmSpec(1).uuid]);
     expect(markerAtDelivery).toEqual([{ [vmSpec(1).uuid]: { to: 'http://10.0.0.7:7070', resume: 'Running' } }]);
     expect(JSON.parse(await readFile(join(dir, OUTGOING_FILE), 'utf8'))).toEqual({});
-    expect(virshCalls(run)).toEqual([`migrate --live --persistent --undefinesource ${DASHED} qemu+tcp://10.0.0.7/system`]);
+    const dest = MIGRATE_URI.replace('{host}', '10.0.0.7');
+    expect(dest).toMatch(/^qemu\+ssh:\/\/root@10\.0\.0\.7\/system\?command=/);
+    expect(run.calls.filter((c) => c[3] === 'migrate' || c[2] === dest).map((c) => c.slice(2).join(' '))).toEqual([
+      `${dest} version; capabilities; echo HK-KVM; domcapabilities --virttype kvm`,
+      `qemu:///system migrate --live --persistent --undefinesource ${DASHED} ${dest}`,
+    ]);
   });
 
   it('migrate: a refusal by the destination runs no virsh migrate', async () => {
-    const { d, run } = await make({ dumpxml: xmlOf(1), domstate: 'running' });
+    const { d, run } = await make(COMPATIBLE);
     await expect(d.migrate(vmSpec(1).uuid, { url: 'http://10.0.0.7:7070', deliver: async () => { throw new Error('refused'); } })).rejects.toThrow('refused');
-    expect(virshCalls(run)).toEqual([]);
+    expect(run.calls.filter((c) => c[3] === 'migrate')).toEqual([]);
+  });
+});
+
+// ---- migration: compatibility, transport, convergence; libvirt events ------------------------
+
+const versionOut = (qemu: string) => `Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\nUsing API: QEMU 9.0.0\nRunning hypervisor: QEMU ${qemu}\n`;
+const capsOut = (model: string, machines = ['pc-i440fx-7.2']) =>
+  `<capabilities><host><uuid>x</uuid><cpu><arch>x86_64</arch><model>${model}</model></cpu></host>` +
+  `<guest><arch name='x86_64'>${machines.map((m) => `<machine maxCpus='255'>${m}</machine>`).join('')}</arch></guest></capabilities>\n`;
+const domcaps = '<domainCapabilities>\n<domain>kvm</domain></domainCapabilities>\n';
+const guestXml = xmlOf(1).replace("<type arch='x86_64'>", "<type arch='x86_64' machine='pc-i440fx-7.2'>");
+/** Answers (longest key first: the recorder takes the first prefix that matches). */
+const COMPATIBLE: Record<string, string | Error> = {
+  'version; capabilities': versionOut('7.2.22') + capsOut('Skylake') + 'HK-KVM\n' + domcaps,
+  version: versionOut('7.2.22'), capabilities: capsOut('Skylake'), dumpxml: guestXml, domstate: 'running',
+};
+
+describe('live migration checks (command construction)', () => {
+  const src = { qemu: '7.2.0', cpuModel: 'Skylake' };
+  const dst = { qemu: '7.2.0', libvirt: '9.0.0', machines: ['pc-i440fx-7.2'], kvm: true, cpuModel: 'Skylake' };
+  const guest = { machine: 'pc-i440fx-7.2', type: 'kvm', hostPassthrough: false };
+  it.each([
+    ['same versions', {}, {}, {}, []],
+    ['a newer QEMU there', {}, { qemu: '8.0.0' }, {}, []],
+    ['an older QEMU there', {}, { qemu: '6.2.0' }, {}, [/runs QEMU 6\.2\.0, older than this host's QEMU 7\.2\.0/]],
+    ['the machine type unknown there', {}, { machines: ['pc-i440fx-6.2'] }, {}, [/does not offer the guest's machine type pc-i440fx-7\.2/]],
+    ['no KVM there for a KVM guest', {}, { kvm: false }, {}, [/has no usable KVM/]],
+    ['no KVM there for a TCG guest', {}, { kvm: false }, { type: 'qemu' }, []],
+    ['host-passthrough to another CPU', {}, { cpuModel: 'EPYC' }, { hostPassthrough: true }, [/host-passthrough, Skylake\) and host d has another CPU \(EPYC\)/]],
+    ['the default CPU model to another CPU', {}, { cpuModel: 'EPYC' }, {}, []],
+  ] as const)('%s', (_n, s, d, g, want) => {
+    const out = migrationProblems({ ...src, ...s }, { ...dst, ...d }, { ...guest, ...g }, 'host d');
+    expect(out).toHaveLength(want.length);
+    want.forEach((re, i) => expect(out[i]).toMatch(re));
+  });
+
+  it('parses `virsh version` and event lines', () => {
+    expect(parseVirshVersion(versionOut('7.2.22'))).toEqual({ libvirt: '9.0.0', qemu: '7.2.22' });
+    expect(parseEventLine("event 'lifecycle' for domain '0123456789abcdef0123456789abcdef': Stopped Failed")).toBe('0123456789abcdef0123456789abcdef');
+    expect(parseEventLine("event 'lifecycle' for domain legacy-vm: Started Booted")).toBe('legacy-vm');
+    expect(parseEventLine('event loop ended')).toBeUndefined();
+  });
+
+  const make = async (answers: Record<string, string | Error>, clock = new FakeClock()) => {
+    const run = recorder(answers);
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock, events: false, convergeTimeoutMs: 5_000 });
+    return { d, run, clock };
+  };
+  const sent: string[] = [];
+  const target = { url: 'http://10.0.0.7:7070', deliver: async (v: AgentVm) => void sent.push(v.uuid) };
+
+  it('an incompatible destination: 409 with the reasons, before the destination agent hears of it; nothing moves', async () => {
+    const { d, run } = await make({ ...COMPATIBLE, 'version; capabilities': versionOut('6.2.0') + capsOut('Skylake', ['pc-i440fx-6.2']) + 'HK-KVM\n' });
+    sent.length = 0;
+    await expect(d.migrate(vmSpec(1).uuid, target)).rejects.toMatchObject({
+      status: 409, message: expect.stringMatching(/cannot live-migrate to 10\.0\.0\.7: host 10\.0\.0\.7 runs QEMU 6\.2\.0, older .*; .*machine type pc-i440fx-7\.2; .*no usable KVM/),
+    });
+    expect(sent).toEqual([]);
+    expect(run.calls.some((c) => c[3] === 'migrate')).toBe(false);
+    expect((await d.get(vmSpec(1).uuid))?.migratingTo).toBeUndefined();
+  });
+
+  it('no credentials for the transport: 502 with ssh\'s reason, nothing moves', async () => {
+    const refused = new CommandError('virsh failed', 'virsh', [], 1, '', 'error: failed to connect to the hypervisor\nerror: Cannot recv data: root@10.0.0.7: Permission denied (publickey).: Connection reset by peer\n');
+    const { d } = await make({ ...COMPATIBLE, 'version; capabilities': refused });
+    await expect(d.migrate(vmSpec(1).uuid, target)).rejects.toMatchObject({
+      status: 502, message: expect.stringMatching(/cannot reach libvirt on 10\.0\.0\.7 over the migration transport .*Permission denied \(publickey\)/),
+    });
+  });
+
+  it('a guest that does not converge: domjobabort after the timeout, 502 saying so, the VM still here', async () => {
+    const clock = new FakeClock();
+    let fail!: (e: Error) => void;
+    const base = recorder(COMPATIBLE);
+    const run: CommandRunner & { calls: string[][] } = Object.assign(async (file: string, args: string[], o?: { timeoutMs?: number }) => {
+      if (args[2] === 'migrate') {
+        base.calls.push([file, ...args]);
+        return new Promise<never>((_, rej) => (fail = rej));
+      }
+      if (args[2] === 'domjobabort') fail(new CommandError('aborted', 'virsh', args, 1, '', 'error: operation aborted: migration out job: canceled by client'));
+      return base(file, args, o);
+    }, { calls: base.calls });
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock, events: false, convergeTimeoutMs: 5_000 });
+    const p = d.migrate(vmSpec(1).uuid, target);
+    await until(() => base.calls.some((c) => c[3] === 'migrate'));
+    clock.advance(5_000);
+    await expect(p).rejects.toMatchObject({ status: 502, message: expect.stringMatching(/did not finish migrating to 10\.0\.0\.7 within 5 s .*keeps running on this host/) });
+    const after = await d.get(vmSpec(1).uuid);
+    expect([after?.state, after?.migratingTo]).toEqual(['Running', undefined]);
+  });
+
+  it('libvirt events: one `virsh event --loop` child; a line re-reads that domain only and tells the watchers; restarted when it ends', async () => {
+    const clock = new FakeClock();
+    const children: (ChildProcess & { stdout: PassThrough })[] = [];
+    const spawned: string[][] = [];
+    const spawnEvents = (file: string, args: string[]) => {
+      spawned.push([file, ...args]);
+      const c = Object.assign(new EventEmitter(), { stdout: new PassThrough(), stderr: new PassThrough(), kill: () => true }) as unknown as ChildProcess & { stdout: PassThrough };
+      children.push(c);
+      return c;
+    };
+    const run = recorder({ 'list --all': `${DASHED}\n`, dumpxml: xmlOf(1), domstate: 'shut off' });
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock, spawnEvents });
+    const seen: [string, string | null][] = [];
+    d.watch((u, vm) => seen.push([u, vm?.state ?? null]));
+    d.watch(() => undefined);
+    expect(spawned).toEqual([['virsh', '-c', 'qemu:///system', 'event', '--loop', '--event', 'lifecycle']]);
+    children[0]!.stdout.write(`event 'lifecycle' for domain '${vmSpec(1).uuid}': Stopped Failed\n`);
+    await until(() => seen.length === 1);
+    expect(seen).toEqual([[vmSpec(1).uuid, 'Stopped']]);
+    expect(run.calls.filter((c) => c[3] === 'list')).toEqual([]); // no poll over every domain
+    children[0]!.emit('close', 1);
+    clock.advance(1_000);
+    expect(spawned).toHaveLength(2);
+    await until(() => seen.length === 2); // after a restart every domain is read once
+    await d.close();
   });
 });
 

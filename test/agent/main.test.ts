@@ -117,7 +117,7 @@ describe('npm run agent', () => {
     await held.close();
     const r = run('agent/main.ts', ['--listen', `127.0.0.1:${held.port}`, '--state-dir', dir, '--hypervisor', 'simulator']);
     const ready = JSON.parse(await lineMatching(r.stdout, /"agent ready"/));
-    expect(ready.url).toBe(`http://127.0.0.1:${held.port}`);
+    expect(ready.url).toBe(`https://127.0.0.1:${held.port}`);
     expect((await signedPost({ url: ready.url }, '/host/echo', {})).body).toEqual({ success: true });
     r.child.kill('SIGTERM');
     expect(await r.exit).toBe(0);

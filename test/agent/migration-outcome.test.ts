@@ -5,7 +5,8 @@
  * with success), and when it cannot know the outcome keeps the VM Paused until the
  * controller resolves it. The destination checks the token before reading a (small) body.
  */
-import http from 'node:http';
+import https from 'node:https';
+import { FAKE_SELF_SIGNED } from '../fakes/agent.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -32,12 +33,13 @@ async function pair(o: { paused?: boolean } = {}) {
 async function cuttingProxy(target: string, cuts: number): Promise<{ url: string; seen: number }> {
   const state = { url: '', seen: 0 };
   let left = cuts;
-  const server = http.createServer((req, res) => {
+  // Agent ports speak TLS: so does the proxy (with a certificate nobody pinned, as agents without a CA accept).
+  const server = https.createServer(FAKE_SELF_SIGNED, (req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       state.seen++;
-      const up = http.request(target + (req.url ?? ''), { method: 'POST', headers: req.headers, agent: false }, (ur) => {
+      const up = https.request(target + (req.url ?? ''), { method: 'POST', headers: req.headers, agent: false, rejectUnauthorized: false }, (ur) => {
         const out: Buffer[] = [];
         ur.on('data', (c) => out.push(c));
         ur.on('end', () => {
@@ -53,7 +55,7 @@ async function cuttingProxy(target: string, cuts: number): Promise<{ url: string
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  state.url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  state.url = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
   later(async () => {
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
@@ -216,8 +218,8 @@ describe('vmReceive on the destination', () => {
     const { dst } = await pair();
     // Declares 1 MB, sends 1 KB and waits: the 401 comes without the rest.
     const status = await new Promise<number>((resolve, reject) => {
-      const req = http.request(dst.url + AGENT_PATHS.vmReceive, {
-        method: 'POST', agent: false, headers: { [MIGRATION_TOKEN_HEADER]: 'not-a-token-0123456789', 'content-length': String(1024 * 1024) },
+      const req = https.request(dst.url + AGENT_PATHS.vmReceive, {
+        method: 'POST', agent: false, rejectUnauthorized: false, headers: { [MIGRATION_TOKEN_HEADER]: 'not-a-token-0123456789', 'content-length': String(1024 * 1024) },
       }, (res) => {
         resolve(res.statusCode ?? 0);
         res.resume();

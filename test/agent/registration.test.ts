@@ -10,7 +10,7 @@ import { RegistrationRefused, StartupError, startAgent } from '../../agent/serve
 import { silentLogger } from '../../agent/log.ts';
 import { AGENT_PATHS } from '../../protocol/agent.ts';
 import { FakeClock } from '../fakes/clock.ts';
-import { fakeController, HOST_UUID, makeAgent, SECRET, signedPost, tempDir, testOs, until, writeAgentJson } from './helpers.ts';
+import { fakeController, HOST_UUID, makeAgent, presentClientCert, SECRET, signedPost, tempDir, testOs, until, writeAgentJson } from './helpers.ts';
 
 const FAST = { initialMs: 5, maxMs: 20 };
 
@@ -19,11 +19,14 @@ describe('bootstrap-token registration', () => {
     const fc = await fakeController('good-token');
     const a = await makeAgent({ withSecret: false, controllerUrl: fc.url, bootstrapToken: 'good-token', hostname: 'kvm-17', registerBackoff: FAST });
     await a.registered;
-    expect(fc.registrations).toEqual([{ token: 'good-token', hostname: 'kvm-17', managementIp: '127.0.0.1', port: a.port }]);
+    expect(fc.registrations).toEqual([{ token: 'good-token', hostname: 'kvm-17', managementIp: '127.0.0.1', port: a.port, publicKey: expect.stringMatching(/^-----BEGIN PUBLIC KEY-----/) }]);
     const [[hostUuid, secret]] = [...fc.hosts];
     const file = join(a.stateDir, 'agent.json');
-    expect(JSON.parse(await readFile(file, 'utf8'))).toEqual({ hostUuid, secret, controllerUrl: fc.url });
+    // From now on it talks to the controller's TLS port.
+    expect(JSON.parse(await readFile(file, 'utf8'))).toEqual({ hostUuid, secret, controllerUrl: fc.agentUrl });
     expect((await stat(file)).mode & 0o777).toBe(0o600);
+    // Its CA is pinned now: only the controller's certificate from it gets in.
+    presentClientCert(fc.ca.controller);
 
     expect((await signedPost(a, AGENT_PATHS.echo, {}, { hostUuid, secret })).status).toBe(200);
     expect((await signedPost(a, AGENT_PATHS.echo, {}, { hostUuid, secret: 'guessed-secret-0123456789' })).status).toBe(401);

@@ -5,8 +5,12 @@
  * bounds, and then nothing in the store has changed. Also: management addresses are compared
  * in one spelling, whichever API they come through.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import https from 'node:https';
+import express from 'express';
+import { agentRouter, onAgentPort } from '../../controller/api/agent-api.ts';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBootstrapToken } from '../../controller/services/bootstrap.ts';
@@ -27,7 +31,7 @@ export const GOOD_FACTS: HostFacts = {
 
 let t: TestController;
 let server: Server;
-let base: string;
+let agentServer: https.Server;
 let hostUuid: string;
 let clusterUuid: string;
 
@@ -42,10 +46,17 @@ beforeAll(async () => {
   // A real listener, so that the controller's own port is known (registration refuses it).
   server = t.app.listen(0, '127.0.0.1');
   await new Promise<void>((ok) => server.once('listening', () => ok()));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  // Registration is served on the TLS agent port only.
+  const app = express().use('/zstack/agent', onAgentPort, agentRouter(t.core));
+  agentServer = https.createServer({ key: t.core.pki.key(), cert: t.core.pki.cert(), ca: t.core.pki.caBundle, requestCert: true, rejectUnauthorized: false }, app);
+  agentServer.listen(0, '127.0.0.1');
+  await new Promise<void>((ok) => agentServer.once('listening', () => ok()));
+  t.core.agents.setListenPort((server.address() as AddressInfo).port);
+  t.core.agents.setAgentPort((agentServer.address() as AddressInfo).port);
 });
 afterAll(async () => {
   await new Promise<void>((ok) => server.close(() => ok()));
+  await new Promise<void>((ok) => agentServer.close(() => ok()));
   await t.close();
 });
 
@@ -128,11 +139,30 @@ describe('checkFacts (for the connect flow)', () => {
   });
 });
 
+const PUBLIC_KEY = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+
+/** POST to the agent port, checking the controller against its CA as an agent does. */
+function postTls(body: unknown): Promise<{ status: number; json: () => Promise<any> }> {
+  return new Promise((resolve, reject) => {
+    const port = (agentServer.address() as AddressInfo).port;
+    const req = https.request({
+      host: '127.0.0.1', port, path: CONTROLLER_AGENT_PATHS.register, method: 'POST', headers: { 'content-type': 'application/json' },
+      ca: t.core.pki.caBundle, checkServerIdentity: () => undefined, agent: false,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: async () => JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
 describe('registration', () => {
   const register = async (over: Record<string, unknown>) => {
     const { token } = await t.core.repo.transaction((tx) => createBootstrapToken(tx, t.clock.now(), clusterUuid));
-    const body = { token, hostname: 'kvm-reg', managementIp: '127.0.0.40', port: 9, ...over };
-    return fetch(`${base}/zstack/agent/v1/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const body = { token, hostname: 'kvm-reg', managementIp: '127.0.0.40', port: 9, publicKey: PUBLIC_KEY, ...over };
+    return postTls(body);
   };
   const ownPort = () => (server.address() as AddressInfo).port;
 

@@ -4,8 +4,16 @@
  * `signAnswers = false` to play an impostor), pushes `vm` frames on its channels
  * (`pushVm`), keeps a plain VM list for the VM commands, and can be made slow, wrong or dead
  * per path.
+ *
+ * It speaks TLS like the real one: by default with a self-signed certificate (what a real
+ * agent presents before it has one from the CA: the controller accepts it for a host it has
+ * not certified yet), or with `tls` given (a certificate from the controller's CA, or any
+ * other to play an impostor), or plain HTTP (`tls: 'plain'`, for a controller started with
+ * `agents.tls: null`).
  */
 import http from 'node:http';
+import https from 'node:https';
+import { selfSignedServer } from '../../controller/pki/x509.ts';
 import type { Socket } from 'node:net';
 import {
   AGENT_PATHS, ANSWER_SIG_HEADER, answerSignature, AUTH, type AgentIdentity, type AgentVm, type HostFacts, ReplayGuard, verifySigned,
@@ -24,6 +32,12 @@ export const FACTS: HostFacts = {
   hvm: 'vmx', cpuModel: 'Fake CPU', cpuCores: 4, cpuSockets: 1, cpuNum: 8, cpuMhz: 2400, memoryBytes: 16 * 2 ** 30,
   bootId: 'boot-1', agentVersion: '0.1.0', hypervisor: 'simulator', liveSnapshot: true,
 };
+
+/** One self-signed identity for every fake agent of the test process. */
+const SELF_SIGNED = await selfSignedServer('fake-agent', [], ['127.0.0.1'], Date.now(), 365 * 24 * 3600_000);
+export const FAKE_SELF_SIGNED = { key: SELF_SIGNED.key.privateKey, cert: SELF_SIGNED.cert };
+
+export type FakeTls = 'plain' | { key: string; cert: string; ca?: string };
 
 export class FakeAgent {
   readonly server: http.Server;
@@ -47,12 +61,13 @@ export class FakeAgent {
   private readonly guard = new ReplayGuard();
   private hbTimer?: NodeJS.Timeout;
 
-  constructor(readonly ip: string, hostUuid: string, secret: string) {
+  constructor(readonly ip: string, hostUuid: string, secret: string, tls: FakeTls = FAKE_SELF_SIGNED) {
     this.hostUuid = hostUuid;
     this.secret = secret;
     this.identity = { hostUuid: null, agentVersion: '0.1.0', bootId: 'boot-1', instanceId: 'inst-1' };
-    this.server = http.createServer((req, res) => this.handle(req, res));
-    this.server.on('connection', (s) => {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.handle(req, res);
+    this.server = tls === 'plain' ? http.createServer(handler) : https.createServer({ ...tls, requestCert: true, rejectUnauthorized: false }, handler);
+    this.server.on('connection', (s: Socket) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });

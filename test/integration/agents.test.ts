@@ -5,7 +5,8 @@
  * identity, forged and replayed requests refused.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import http from 'node:http';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import https from 'node:https';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import request from 'supertest';
@@ -16,16 +17,19 @@ import { type RunningController, startController } from '../../controller/server
 import { ADMIN_PASSWORD, silentLog, tempDir, until } from '../helpers.ts';
 import { ROOT } from './proc.ts';
 
+const PUBLIC_KEY = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
 let c: RunningController;
 let auth: { Authorization: string };
 let token: string;
+let caCertHash: string;
 let clusterUuid: string;
 const agents: ChildProcess[] = [];
 
-function startAgent(ip: string, stateDir: string): ChildProcess & { out: () => string } {
+/** An agent process registering with the token, pinning the controller CA by the token's hash (or `hash`). */
+function startAgent(ip: string, stateDir: string, hash = caCertHash): ChildProcess & { out: () => string } {
   let out = '';
   const p = spawn(process.execPath, ['--import', 'tsx', 'agent/main.ts', '--listen', `${ip}:7070`, '--controller', c.url,
-    '--bootstrap-token', token, '--state-dir', stateDir, '--hypervisor', 'simulator'], {
+    '--bootstrap-token', token, '--ca-cert-hash', hash, '--state-dir', stateDir, '--hypervisor', 'simulator'], {
     cwd: ROOT, env: { ...process.env, HOSTKEEPER_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   p.stdout!.on('data', (d) => (out += d));
@@ -53,6 +57,7 @@ beforeAll(async () => {
   const tk = await request(c.server).post('/zstack/v1/hosts/bootstrap-tokens').set(auth).send({ params: { clusterUuid, ttlSeconds: 3600 } });
   expect(tk.status).toBe(200);
   token = tk.body.inventory.token;
+  caCertHash = tk.body.inventory.caCertHash;
 }, 30_000);
 
 afterAll(async () => {
@@ -75,6 +80,20 @@ describe('real agents', () => {
     expect(tags).toContain('capability:liveSnapshot');
     const state = JSON.parse(await readFile(join(dir, 'agent.json'), 'utf8'));
     expect(state.hostUuid).toBe(h.uuid);
+    // Over TLS from registration on: the agent pushes to the agent port, holds a certificate from our CA.
+    expect(state.controllerUrl).toBe(`https://127.0.0.1:${c.agentPort}`);
+    expect(h.agentCertNotAfter).toBeGreaterThan(Date.now());
+    const cert = new X509Certificate(await readFile(join(dir, 'tls', 'cert.pem'), 'utf8'));
+    expect(cert.subject).toBe(`CN=${h.uuid}`);
+    expect(cert.verify(new X509Certificate(c.core.pki.caCert).publicKey)).toBe(true);
+  });
+
+  it('with a --ca-cert-hash that is not the controller\'s: exits 1 saying so, nothing registered', async () => {
+    const p = startAgent('127.0.7.20', await tempDir(), `sha256:${'0'.repeat(64)}`);
+    const code = await new Promise<number | null>((r) => p.on('exit', (c) => r(c)));
+    expect(code).toBe(1);
+    expect(p.out()).toMatch(/does not match --ca-cert-hash/);
+    expect(await hostByIp('127.0.7.20')).toBeUndefined();
   });
 
   it('kill -9 -> Disconnected within 2 s; restarted -> Connected again (autoReconnect on), as a new agent instance', async () => {
@@ -156,8 +175,10 @@ describe('real agents', () => {
     startAgent('127.0.7.6', dir);
     await until(async () => (await statusOf('127.0.7.6')) === 'Connected', 'Connected');
     const h = (await hostByIp('127.0.7.6'))!;
+    // As the controller: TLS with its client certificate, the agent checked against the CA.
+    const tls = () => ({ key: c.core.pki.key(), cert: c.core.pki.cert(), ca: c.core.pki.caBundle, checkServerIdentity: () => undefined, agent: false as const });
     const post = (path: string, body: string, headers: Record<string, string>) => new Promise<number>((resolve, reject) => {
-      const req = http.request({ host: '127.0.7.6', port: 7070, path, method: 'POST', headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+      const req = https.request({ host: '127.0.7.6', port: 7070, path, method: 'POST', headers: { 'content-type': 'application/json', ...headers }, ...tls() }, (res) => {
         res.resume();
         resolve(res.statusCode ?? 0);
       });
@@ -176,7 +197,7 @@ describe('real agents', () => {
     expect(await post(AGENT_PATHS.vmCreate, vm.replace('"x"', '"y"'), tampered)).toBe(401);
     const list = signedHeaders(h.agentSecret!, h.uuid, 'POST', AGENT_PATHS.vmList, '{}', Date.now());
     const r = await new Promise<string>((resolve) => {
-      const req = http.request({ host: '127.0.7.6', port: 7070, path: AGENT_PATHS.vmList, method: 'POST', headers: { 'content-type': 'application/json', ...list } }, (res) => {
+      const req = https.request({ host: '127.0.7.6', port: 7070, path: AGENT_PATHS.vmList, method: 'POST', headers: { 'content-type': 'application/json', ...list }, ...tls() }, (res) => {
         let b = '';
         res.on('data', (d) => (b += d));
         res.on('end', () => resolve(b));
@@ -186,11 +207,22 @@ describe('real agents', () => {
     expect(JSON.parse(r).vms).toEqual([]);
   });
 
-  it('refuses registration with a wrong token', async () => {
-    const r = await fetch(`${c.url}/zstack/agent/v1/register`, {
-      method: 'POST', body: JSON.stringify({ token: `${'ab'.repeat(16)}.nope`, hostname: 'x', managementIp: '127.0.7.99', port: 7070 }),
+  it('refuses registration with a wrong token (over TLS), and any registration in clear', async () => {
+    const body = JSON.stringify({ token: `${'ab'.repeat(16)}.nope`, hostname: 'x', managementIp: '127.0.7.99', port: 7070, publicKey: PUBLIC_KEY });
+    const plain = await fetch(`${c.url}/zstack/agent/v1/register`, { method: 'POST', body });
+    expect(plain.status).toBe(403);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = https.request({
+        host: '127.0.0.1', port: c.agentPort, path: '/zstack/agent/v1/register', method: 'POST', headers: { 'content-type': 'application/json' },
+        ca: c.core.pki.caBundle, checkServerIdentity: () => undefined, agent: false,
+      }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end(body);
     });
-    expect(r.status).toBe(401);
+    expect(status).toBe(401);
     expect(await hostByIp('127.0.7.99')).toBeUndefined();
   });
 });

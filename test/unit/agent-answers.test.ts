@@ -9,9 +9,12 @@ import { AgentClient, AgentError, type AgentTarget } from '../../controller/agen
 import { AGENT_PATHS, type AgentVm } from '../../protocol/agent.ts';
 import { HOST_UUID, makeAgent, SECRET, until, vmSpec } from '../agent/helpers.ts';
 import { FakeAgent } from '../fakes/agent.ts';
+import { testCa } from '../fakes/pki.ts';
 
-const client = () => new AgentClient(() => Date.now(), 10, 10);
-const targetOf = (port: number, secret = SECRET): AgentTarget => ({ uuid: HOST_UUID, managementIp: '127.0.0.1', agentPort: port, secret });
+// The agents here have no certificate from a CA (not certified): TLS unchecked, signatures checked.
+const ca = await testCa();
+const client = () => new AgentClient(() => Date.now(), 10, 10, ca.tls);
+const targetOf = (port: number, secret = SECRET): AgentTarget => ({ uuid: HOST_UUID, managementIp: '127.0.0.1', agentPort: port, secret, tls: ca.tls });
 
 async function fake(signAnswers: boolean): Promise<FakeAgent> {
   const f = new FakeAgent('127.0.0.1', HOST_UUID, SECRET);
