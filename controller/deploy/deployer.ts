@@ -27,6 +27,7 @@ import { deleteHost } from '../services/inventory.ts';
 import type { JobHandle } from '../services/jobs.ts';
 import type { Repository } from '../store/repository.ts';
 import type { ControllerKey } from './keys.ts';
+import { clusterMigrationKey } from './migration-keys.ts';
 import { type PlaybookHost, type PlaybookOutcome, PlaybookRunner } from './ansible.ts';
 import { shCommand, SshError, SshSession, type SshTarget } from './ssh.ts';
 
@@ -40,6 +41,9 @@ export const REMOTE = {
   ctl: '/opt/hostkeeper/bin/hostkeeper-agentctl',
   /** The agent's own copy of its identity (agent/state.ts). */
   stateCopy: '/var/lib/hostkeeper-agent/agent.json',
+  /** The KVM stack's control script and the cluster's migration key (ansible/roles/kvm). */
+  kvmctl: '/opt/hostkeeper/bin/hostkeeper-kvmctl',
+  migrationKey: '/etc/hostkeeper/migration/id_ed25519',
 };
 
 export const KEEP_ON_FAILURE_TAG = 'keepHostOnFailure';
@@ -242,10 +246,15 @@ export class Deployer {
     const configPath = this.configPath(host.uuid);
     await mkdir(dirname(configPath), { recursive: true, mode: 0o700 });
     await writeFile(configPath, this.configFor(host), { mode: 0o600 });
+    // A libvirt host gets its cluster's migration key (controller/deploy/migration-keys.ts).
+    const mk = this.opts.hypervisor === 'libvirt' && host.clusterUuid ? await clusterMigrationKey(this.opts.dataDir, host.clusterUuid) : undefined;
     return (this.opts.playbook ?? ((h, t) => this.runner.run(h, t)))({
       name: host.uuid, address: host.managementIp, port: host.sshPort, user: host.sshUser ?? 'root', become: host.sshBecome ?? false,
       hostKey: host.sshHostKey!,
-      vars: { hk_bundle_src: bundle.path, hk_config_src: configPath, hk_hypervisor: this.opts.hypervisor, hk_become: host.sshBecome ?? false },
+      vars: {
+        hk_bundle_src: bundle.path, hk_config_src: configPath, hk_hypervisor: this.opts.hypervisor, hk_become: host.sshBecome ?? false,
+        ...(mk ? { hk_migration_key_src: mk.privateKeyPath, hk_migration_pubkey: mk.publicKey } : {}),
+      },
     } satisfies PlaybookHost, onTask);
   }
 
@@ -272,12 +281,14 @@ export class Deployer {
     const bundle = await this.agentBundle();
     const ssh = await this.keySession(host);
     try {
-      const r = await ssh.exec(shCommand(`sha256sum ${REMOTE.bundle} ${REMOTE.config} 2>/dev/null; ${REMOTE.ctl} status >/dev/null 2>&1 && echo agent-running`, host.sshBecome), { timeoutMs: 15_000 });
+      const kvm = this.opts.hypervisor === 'libvirt' ? `; ${REMOTE.kvmctl} status >/dev/null 2>&1 && echo kvm-running` : '';
+      const r = await ssh.exec(shCommand(`sha256sum ${REMOTE.bundle} ${REMOTE.config} 2>/dev/null; ${REMOTE.ctl} status >/dev/null 2>&1 && echo agent-running${kvm}`, host.sshBecome), { timeoutMs: 15_000 });
       const sums = new Map(r.stdout.split('\n').map((l) => l.trim().split(/\s+/)).filter((p) => p.length === 2).map(([sum, file]) => [file!, sum!]));
       const out: string[] = [];
       if (sums.get(REMOTE.bundle) !== bundle.sha) out.push(sums.has(REMOTE.bundle) ? 'the agent differs from this controller\'s' : 'the agent is not installed');
       if (sums.get(REMOTE.config) !== sha256hex(this.configFor(host))) out.push(sums.has(REMOTE.config) ? 'the agent config differs' : 'the agent config is missing');
       if (!/agent-running/.test(r.stdout)) out.push('the agent is not running');
+      if (kvm && !/kvm-running/.test(r.stdout)) out.push('libvirtd or virtlogd is not running (or the KVM stack is not installed)');
       return out;
     } finally {
       ssh.close();
@@ -341,7 +352,10 @@ export class Deployer {
         'if [ -f "$f" ] && [ "$(sha256sum < "$f" | cut -d" " -f1)" = "$want" ]; then',
         `  [ -x ${REMOTE.ctl} ] && ${REMOTE.ctl} stop >/dev/null 2>&1`,
         '  command -v systemctl >/dev/null 2>&1 && systemctl disable --quiet hostkeeper-agent >/dev/null 2>&1',
-        `  rm -f "$f" ${REMOTE.stateCopy}`,
+        `  rm -f "$f" ${REMOTE.stateCopy} ${REMOTE.migrationKey}`,
+        // The cluster's migration key may no longer reach this host (its restricted line).
+        '  a="$HOME/.ssh/authorized_keys"',
+        '  if [ -f "$a" ] && grep -q " hostkeeper-migration" "$a"; then grep -v " hostkeeper-migration" "$a" > "$a.hk-new"; chmod 600 "$a.hk-new"; mv -f "$a.hk-new" "$a"; fi',
         'fi',
         'a="$HOME/.ssh/authorized_keys"',
         'if [ -f "$a" ] && grep -qxF "$key" "$a"; then grep -vxF "$key" "$a" > "$a.hk-new"; chmod 600 "$a.hk-new"; mv -f "$a.hk-new" "$a"; fi',

@@ -75,7 +75,9 @@ describe.skipIf(!support.ok)(`AddKVMHost end to end${support.ok ? '' : ` (skippe
       expect(inv).toMatchObject({ managementIp: three[i]!.ip, status: 'Connected', state: 'Enabled' });
       expect(inv.totalMemoryCapacity).toBeGreaterThan(0);
       expect(inv.cpuNum).toBeGreaterThan(0);
-      expect(JSON.stringify(inv)).not.toMatch(/password|username/);
+      // CONTRACT: never the password; the SSH user name is part of KVMHostInventory.
+      expect(JSON.stringify(inv)).not.toMatch(/password/);
+      expect(inv.username).toBe('root');
       const tags = (await c.core.repo.find<TagRow>('tag', { resourceUuid: inv.uuid })).map((t) => t.tag);
       expect(tags).toEqual(expect.arrayContaining([expect.stringMatching(/^os::distribution::/), expect.stringMatching(/^os::version::/)]));
     }

@@ -1,6 +1,6 @@
 /**
  * Test hosts by hand (root):
- *   npx tsx test/hosts/cli.ts create 3 [--prefix hkt] [--first 1]   prints the hosts as JSON
+ *   npx tsx test/hosts/cli.ts create 3 [--prefix hkt] [--first 1] [--kvm installed|bare]   prints the hosts as JSON
  *   npx tsx test/hosts/cli.ts destroy hkt1 hkt2                      tears down those hosts
  *   npx tsx test/hosts/cli.ts clean [prefix]                         tears down every <prefix>N
  * Hosts outlive this process; each one's root password is also in <dir>/root-password, e.g.
@@ -8,7 +8,7 @@
  */
 import { cleanStaleTestHosts, createTestHosts, destroyTestHostNamed, testHostsSupport } from './testhosts.ts';
 
-const USAGE = 'usage: cli.ts create <count> [--prefix p] [--first n] | destroy <name>... | clean [prefix]';
+const USAGE = 'usage: cli.ts create <count> [--prefix p] [--first n] [--kvm installed|bare] | destroy <name>... | clean [prefix]';
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -21,7 +21,9 @@ async function main(argv: string[]): Promise<number> {
       return i >= 0 ? rest[i + 1] : undefined;
     };
     const first = opt('--first');
-    const hosts = await createTestHosts(count, { prefix: opt('--prefix'), first: first === undefined ? undefined : Number(first) });
+    const kvm = opt('--kvm');
+    if (kvm !== undefined && kvm !== 'installed' && kvm !== 'bare') throw new Error(`--kvm must be installed or bare, got ${kvm}`);
+    const hosts = await createTestHosts(count, { prefix: opt('--prefix'), first: first === undefined ? undefined : Number(first), kvm });
     const rows = hosts.map(({ name, ip, gatewayIp, rootPassword, dir }) => ({ name, ip, gatewayIp, rootPassword, dir }));
     process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
     return 0;

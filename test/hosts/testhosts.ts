@@ -37,6 +37,7 @@ import { randomBytes } from 'node:crypto';
 import { access, chmod, chown, constants, mkdir, readdir, readFile, readlink, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
+import { type KvmMode, kvmBinds, kvmPrepare, kvmSetupScript, kvmInside } from './kvm.ts';
 
 export interface TestHost {
   name: string; // e.g. 'hkt1'; also the hostname inside and the netns name
@@ -102,7 +103,7 @@ export async function testHostsSupport(): Promise<{ ok: true } | { ok: false; wh
  * leftovers with those names. If one fails, the others are destroyed and the error names the
  * host and the step.
  */
-export async function createTestHosts(count: number, opts: { prefix?: string; first?: number } = {}): Promise<TestHost[]> {
+export async function createTestHosts(count: number, opts: { prefix?: string; first?: number; kvm?: KvmMode } = {}): Promise<TestHost[]> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const first = opts.first ?? 1;
   checkPrefix(prefix);
@@ -115,7 +116,7 @@ export async function createTestHosts(count: number, opts: { prefix?: string; fi
   await checkSubnetsFree(prefix, indexes);
   await prepareShared();
 
-  const settled = await Promise.allSettled(indexes.map((n) => createOne(prefix, n)));
+  const settled = await Promise.allSettled(indexes.map((n) => createOne(prefix, n, opts.kvm)));
   const failed = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
   const hosts = settled.filter((s): s is PromiseFulfilledResult<TestHost> => s.status === 'fulfilled').map((s) => s.value);
   if (failed.length) {
@@ -194,9 +195,9 @@ interface Paths {
   binds: [string, string][];
 }
 
-function paths(name: string): Paths {
+function paths(name: string, kvm?: KvmMode): Paths {
   const dir = join(TEST_HOSTS_BASE, name);
-  return {
+  const p: Paths = {
     name,
     dir,
     netNs: join(NETNS_DIR, name),
@@ -217,6 +218,9 @@ function paths(name: string): Paths {
       [join(dir, 'resolv.conf'), '/etc/resolv.conf'],
     ],
   };
+  // A KVM host also gets its own libvirt directories (test/hosts/kvm.ts).
+  if (kvm) p.binds.push(...kvmBinds(dir));
+  return p;
 }
 
 /** The bind mounts that are files (written by the steps); the others are directories. */
@@ -280,8 +284,8 @@ interface Step {
  * Steps have no individual rollbacks: teardown(name) is idempotent and removes whatever
  * exists (it is also what cleans up after a crash), so it is the rollback of every step.
  */
-async function createOne(prefix: string, n: number): Promise<TestHost> {
-  const p = paths(prefix + n);
+async function createOne(prefix: string, n: number, kvm?: KvmMode): Promise<TestHost> {
+  const p = paths(prefix + n, kvm);
   const ip = `10.199.${n}.2`;
   const gatewayIp = `10.199.${n}.1`;
   const rootPassword = randomBytes(12).toString('base64url');
@@ -289,6 +293,7 @@ async function createOne(prefix: string, n: number): Promise<TestHost> {
 
   const steps: Step[] = [
     { name: 'make directories', run: () => makeDirs(p) },
+    ...(kvm ? [{ name: `libvirt files (${kvm})`, run: () => kvmPrepare(p.dir, p.name, ip, kvm) }] : []),
     {
       name: 'write shadow, hosts, resolv.conf, sshd config and host key',
       run: () => Promise.all([writeShadow(p, rootPassword), writeResolver(p, ip), writeSshd(p, ip)]),
@@ -319,10 +324,14 @@ async function createOne(prefix: string, n: number): Promise<TestHost> {
         await writeFile(p.utsNs, '');
         await run(`unshare --mount=${p.mntNs} --uts=${p.utsNs}`, 'unshare', [
           `--mount=${p.mntNs}`, `--uts=${p.utsNs}`, '--propagation', 'private',
-          'sh', '-c', SETUP_NAMESPACES, 'sh', p.name, NETNS_DIR, NS_DIR, ...p.binds.flat(),
+          'sh', '-c', (kvm ? kvmSetupScript(p.dir, kvm) : '') + SETUP_NAMESPACES, 'sh', p.name, NETNS_DIR, NS_DIR, ...p.binds.flat(),
         ]);
       },
     },
+    ...(kvm ? [{
+      name: kvm === 'bare' ? 'own /sys; remove the KVM packages from the private root' : 'own /sys',
+      run: () => run(`set up ${p.name} for libvirt`, 'nsenter', inNs(['sh', '-c', kvmInside(kvm)]), { timeoutMs: 120_000 }),
+    }] : []),
     { name: 'start sshd', run: () => startSshd(p) },
   ];
   for (const [i, s] of steps.entries()) {

@@ -1,0 +1,62 @@
+/**
+ * One SSH key pair per cluster for live migration (qemu+ssh between its hosts): made on first
+ * use in `<data dir>/migration-keys/<cluster uuid>/id_ed25519` (private key 0600, dir 0700).
+ * The playbook's kvm role puts the private half on every libvirt host of the cluster and the
+ * public half in root's authorized_keys restricted to reaching libvirtd
+ * (`restrict,command="hostkeeper-migration-shell"`), so a host can migrate to the other hosts
+ * of its cluster and to nothing else; a host of another cluster holds another key.
+ *
+ * Why per cluster and not per host: migrations stay within a cluster (the allocator only
+ * picks hosts of the VM's cluster), and one key per cluster needs no per-pair bookkeeping.
+ * Limits: the key is in the controller's data dir, not the store, so controllers sharing a
+ * PostgreSQL database each make their own (hosts then trust whichever deployed them last;
+ * redeploying with one controller fixes it). A host leaving a cluster loses the key at
+ * DeleteHost (deployer.stopAgent). Rotation: delete the directory and redeploy the hosts.
+ */
+import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import ssh2 from 'ssh2';
+
+export interface MigrationKey {
+  privateKeyPath: string;
+  /** `ssh-ed25519 AAAA... hostkeeper-migration-<cluster uuid>` (the comment marks our line in authorized_keys). */
+  publicKey: string;
+}
+
+const UUID_RE = /^[0-9a-f]{32}$/;
+const pending = new Map<string, Promise<MigrationKey>>();
+
+/** The cluster's key, made once; concurrent deploys of one cluster share the making. */
+export function clusterMigrationKey(dataDir: string, clusterUuid: string): Promise<MigrationKey> {
+  if (!UUID_RE.test(clusterUuid)) return Promise.reject(new Error(`not a cluster uuid: ${clusterUuid}`));
+  const dir = join(dataDir, 'migration-keys', clusterUuid);
+  let p = pending.get(dir);
+  if (!p) {
+    p = loadOrCreate(dir, clusterUuid);
+    pending.set(dir, p);
+    p.catch(() => pending.delete(dir));
+  }
+  return p;
+}
+
+async function loadOrCreate(dir: string, clusterUuid: string): Promise<MigrationKey> {
+  const privateKeyPath = join(dir, 'id_ed25519');
+  const comment = `hostkeeper-migration-${clusterUuid}`;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+  try {
+    const text = await readFile(privateKeyPath, 'utf8');
+    await chmod(privateKeyPath, 0o600);
+    // The public half is derived from the private key, never read from a file that could differ.
+    const parsed = ssh2.utils.parseKey(text);
+    if (parsed instanceof Error || Array.isArray(parsed)) throw new Error(`${privateKeyPath} is not a usable private key: ${parsed instanceof Error ? parsed.message : 'several keys'}`);
+    return { privateKeyPath, publicKey: `${parsed.type} ${parsed.getPublicSSH().toString('base64')} ${comment}` };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+  // Written aside and renamed: a crash never leaves half a key that a later start would trust.
+  await writeFile(`${privateKeyPath}.tmp`, pair.private, { mode: 0o600 });
+  await rename(`${privateKeyPath}.tmp`, privateKeyPath);
+  return { privateKeyPath, publicKey: pair.public.trim() };
+}
