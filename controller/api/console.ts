@@ -14,6 +14,7 @@
  * SameSite=Strict is the first fence (the browser does not send the cookie cross-site);
  * the header rule is the second, for browsers or proxies that get SameSite wrong.
  */
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, normalize } from 'node:path';
@@ -63,24 +64,29 @@ const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8', '.svg': 'image/svg+xml',
 };
 
-/** Static files are read once and kept: a handful of small files. */
-const cache = new Map<string, Buffer>();
-async function sendFile(res: Response, file: string): Promise<void> {
-  let body = cache.get(file);
-  if (!body) {
+/** Static files are read once and kept (a handful of small files), with an ETag so a reload costs 304s. */
+const cache = new Map<string, { body: Buffer; etag: string }>();
+async function sendFile(req: Request, res: Response, file: string): Promise<void> {
+  let f = cache.get(file);
+  if (!f) {
+    let body: Buffer;
     try {
       body = await readFile(file);
     } catch {
       throw notFound(`no console file ${file.slice(file.lastIndexOf('/') + 1)}`);
     }
-    if (process.env.HOSTKEEPER_CONSOLE_DEV !== '1') cache.set(file, body);
+    f = { body, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"` };
+    if (process.env.HOSTKEEPER_CONSOLE_DEV !== '1') cache.set(file, f);
   }
   const ext = file.slice(file.lastIndexOf('.'));
-  res.status(200).set({
+  res.set({
     'Content-Type': TYPES[ext] ?? 'application/octet-stream',
     'Cache-Control': 'no-cache',
     'X-Content-Type-Options': 'nosniff',
-  }).send(body);
+    ETag: f.etag,
+  });
+  if (req.get('if-none-match') === f.etag) res.status(304).end();
+  else res.status(200).send(f.body);
 }
 
 /** Security headers for the console's pages: nothing from elsewhere, no framing. */
@@ -95,24 +101,28 @@ export function consoleRouter(core: Core): express.Router {
   const r = express.Router();
   const json = express.json({ limit: '16kb', type: () => true, strict: false });
 
+  // The page, and a CSP that allows its one inline script (the import map) by hash.
+  let index: { html: string; csp: string } | undefined;
   const page = h(async (_req, res) => {
-    const html = await readFile(join(APP_DIR, 'index.html'), 'utf8');
-    const { createHash } = await import('node:crypto');
-    const map = /<script type="importmap">([\s\S]*?)<\/script>/.exec(html)?.[1] ?? '';
-    const hash = createHash('sha256').update(map).digest('base64');
-    res.status(200).set({ ...PAGE_HEADERS, 'Content-Security-Policy': PAGE_HEADERS['Content-Security-Policy'].replace('sha256-IMPORTMAP', `sha256-${hash}`), 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-cache' }).send(html);
+    if (!index || process.env.HOSTKEEPER_CONSOLE_DEV === '1') {
+      const html = await readFile(join(APP_DIR, 'index.html'), 'utf8');
+      const map = /<script type="importmap">([\s\S]*?)<\/script>/.exec(html)?.[1] ?? '';
+      const hash = createHash('sha256').update(map).digest('base64');
+      index = { html, csp: PAGE_HEADERS['Content-Security-Policy'].replace('sha256-IMPORTMAP', `sha256-${hash}`) };
+    }
+    res.status(200).set({ ...PAGE_HEADERS, 'Content-Security-Policy': index.csp, 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-cache' }).send(index.html);
   });
   r.get('/', page);
   r.get('/console', page);
   r.get('/console/vendor/:file', h(async (req, res) => {
     const f = VENDOR[req.params.file as string];
     if (!f) throw notFound(`no console library ${req.params.file}`);
-    await sendFile(res, f);
+    await sendFile(req, res, f);
   }));
   r.get('/console/app/*path', h(async (req, res) => {
     const rel = normalize(([] as string[]).concat(req.params.path as unknown as string[]).join('/'));
     if (rel.startsWith('..') || rel.includes('\0')) throw notFound('no such console file');
-    await sendFile(res, join(APP_DIR, rel));
+    await sendFile(req, res, join(APP_DIR, rel));
   }));
 
   r.put('/console/session', json, h(async (req, res) => {
@@ -148,7 +158,9 @@ export function consoleApiRoutes({ core, router }: Api): void {
     if (!host) throw notFound(`host[uuid:${uuid}] does not exist`);
     const reserved = await hostReservation(core, host);
     const events = await latestEvents(core, 30, uuid);
+    const [cluster, zone] = await Promise.all([core.repo.get<{ uuid: string; name: string }>('cluster', host.clusterUuid), core.repo.get<{ uuid: string; name: string }>('zone', host.zoneUuid)]);
     res.status(200).json({
+      clusterName: cluster?.name ?? null, zoneName: zone?.name ?? null,
       reservedMemory: reserved,
       usedMemory: host.usedMemory ?? 0, usedCpu: host.usedCpu ?? 0, vmCount: host.vmCount ?? 0,
       statusReason: host.statusReason ?? '', agentVersion: host.agentVersion ?? null,
