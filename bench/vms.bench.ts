@@ -169,8 +169,8 @@ async function allocationFigures(): Promise<void> {
     await fn();
     return performance.now() - t0;
   };
-  const whole = time(async () => pickBest(await snapshotFor(repo, configs, c.core.reservations, req), req));
-  const scoped = time(async () => pickBest(await snapshotFor(repo, configs, c.core.reservations, { ...req, clusterUuid: seeded.clusterUuids[0] }), { ...req, clusterUuid: seeded.clusterUuids[0] }));
+  const whole = time(async () => pickBest(await snapshotFor(repo, configs, await c.core.reservations.resolver(), req), req));
+  const scoped = time(async () => pickBest(await snapshotFor(repo, configs, await c.core.reservations.resolver(), { ...req, clusterUuid: seeded.clusterUuids[0] }), { ...req, clusterUuid: seeded.clusterUuids[0] }));
   const ws: number[] = [];
   const ss: number[] = [];
   for (let i = 0; i < 20; i++) await whole();

@@ -17,11 +17,17 @@ import { JOB_TTL_MS, Jobs, sweepExpired } from './services/jobs.ts';
 import { HostOps } from './flows/host-ops.ts';
 import { Reservations } from './services/capacity.ts';
 import { Maintenance } from './flows/maintenance.ts';
+import { MaintenanceWindows } from './flows/maintenance-windows.ts';
 import { defineMigrateVm } from './flows/migrate-vm.ts';
 import { FlowRunner } from './flows/runner.ts';
 import { VmOps, type VmOpsOptions } from './flows/vm-ops.ts';
-import { EmbeddedStore } from './store/embedded-store.ts';
+import { openStore } from './store/open.ts';
 import type { Repository } from './store/repository.ts';
+import { EventLog, withCommitHooks } from './events.ts';
+import { type MetricsPort, PromMetrics } from './metrics.ts';
+import { Pki } from './pki/ca.ts';
+import { openControllerFence } from './pki/replay-fence.ts';
+import type { ReplayFence } from '../protocol/replay-fence.ts';
 
 export interface Core {
   repo: Repository;
@@ -37,8 +43,19 @@ export interface Core {
   vmOps: VmOps;
   maintenance: Maintenance;
   hostOps: HostOps;
+  windows: MaintenanceWindows;
   /** Reserved memory per host, cached for the allocator (invalidated when a tag changes). */
   reservations: Reservations;
+  /** Domain events: the bounded log and its live listeners (controller/events.ts). */
+  events: EventLog;
+  /** The metrics port; a PromMetrics unless the caller passed another (controller/metrics.ts). */
+  metrics: MetricsPort;
+  /** The CA and the controller's TLS identity (controller/pki/ca.ts). */
+  pki: Pki;
+  /** Refuses agent pushes signed before this process started (controller/pki/replay-fence.ts). */
+  agentFence: ReplayFence;
+  /** The TLS port agents use (HOSTKEEPER_AGENT_PORT), set by server.ts once it listens. */
+  agentPort: number;
   close(): Promise<void>;
 }
 
@@ -48,6 +65,8 @@ export interface CoreOptions {
   adminPassword?: string;
   clock?: Clock;
   log?: Logger;
+  /** postgres://...: the PostgreSQL store (HOSTKEEPER_DATABASE_URL); unset: the embedded store in dataDir. */
+  databaseUrl?: string;
   /** Only for throwaway stores in tests: skip fdatasync. */
   sync?: boolean;
   /** Where a generated admin password is announced (default: stdout). */
@@ -57,22 +76,42 @@ export interface CoreOptions {
   deploy?: Partial<Omit<DeployerOptions, 'dataDir'>>;
   /** VM operation timeouts (tests shorten them). */
   vms?: VmOpsOptions;
+  /** Default: a PromMetrics of its own (served at /metrics). */
+  metrics?: MetricsPort;
+  /** Event log bounds (default 10,000 rows). */
+  eventLogCap?: number;
 }
 
 export async function openCore(opts: CoreOptions): Promise<Core> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log ?? createLogger();
-  const repo = await EmbeddedStore.open(opts.dataDir, { sync: opts.sync ?? true, log });
+  const metrics = opts.metrics ?? new PromMetrics();
+  const events = new EventLog(clock, log, { cap: opts.eventLogCap });
+  // Events are emitted after commit and transactions timed through this one hook.
+  const repo = withCommitHooks(await openStore({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl, sync: opts.sync, log }), {
+    events, transactionSeconds: (s, ok) => metrics.transaction(s, ok),
+  });
   try {
     const configs = await GlobalConfigs.load(repo, log);
+    await events.start(repo);
     const jobs = new Jobs(repo, clock, log);
+    jobs.onFinish((j, err) => {
+      metrics.job(j.apiName, j.status === 'Failed' ? 'Failed' : 'Succeeded', (j.lastOpDate - j.createDate) / 1000);
+      const refusals = (err as { refusals?: Record<string, number> } | undefined)?.refusals;
+      if (refusals) metrics.allocatorRefusal(refusals);
+    });
     const runner = new FlowRunner(repo, clock, log, jobs);
     const auth = new Auth(repo, clock);
     const hosts = new Hosts(repo, clock, log);
-    const agents = new HostAgents(repo, clock, log, configs, hosts, opts.agents);
+    const pki = await Pki.open(repo, log);
+    const agentFence = await openControllerFence(repo, clock);
+    // Calls to agents are TLS with our identity; `agents.tls: null` (bench/ only) keeps plain HTTP.
+    const agents = new HostAgents(repo, clock, log, configs, hosts, { tls: pki, ...opts.agents });
     const reservations = new Reservations(repo, configs);
     const vmOps = new VmOps(repo, clock, log, configs, agents, reservations, opts.vms);
     agents.vmBusy = (vmUuid) => vmOps.busy(vmUuid);
+    agents.metrics = metrics;
+    vmOps.metrics = metrics;
     const maintenance = new Maintenance(repo, log, configs, hosts, vmOps, runner, reservations);
     defineMigrateVm(runner, repo, vmOps);
     // Jobs that a flow finishes after the restart stay Running; the others were cut.
@@ -81,6 +120,7 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     jobs.onSweep(() => auth.sweep());
     jobs.onSweep(() => sweepExpired(repo, 'bootstrapToken', clock.now()));
     jobs.onSweep(() => runner.sweep(JOB_TTL_MS));
+    jobs.onSweep(() => pki.renewIfDue());
     if (!(await auth.adminExists())) {
       let password = opts.adminPassword;
       if (!password) {
@@ -99,19 +139,26 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
       hypervisor: 'libvirt', advertiseUrl: opts.agents?.advertiseUrl, ...opts.deploy, dataDir: opts.dataDir,
     });
     const core: Core = {
-      repo, clock, log, configs, jobs, auth, hosts, agents, deployer, runner, vmOps, maintenance, reservations,
+      repo, clock, log, configs, jobs, auth, hosts, agents, deployer, runner, vmOps, maintenance, reservations, events, metrics,
+      pki, agentFence, agentPort: 0,
       hostOps: undefined as unknown as HostOps,
+      windows: undefined as unknown as MaintenanceWindows,
       async close() {
         jobs.stop();
         // Flows stop at a safe point and stay Running: the next start resumes them.
+        await core.windows.stop();
         await runner.stop();
         await deployer.stop();
         await agents.stop();
+        pki.stop();
         await jobs.drain();
+        await events.settle();
         await repo.close();
       },
     };
     core.hostOps = new HostOps(core);
+    core.windows = new MaintenanceWindows(repo, clock, log, hosts, maintenance, () => core.hostOps);
+    await core.windows.start();
     return core;
   } catch (err) {
     await repo.close();

@@ -78,6 +78,8 @@ export const BootstrapTokenBody = z.strictObject({
   params: z.strictObject({
     clusterUuid: uuid,
     ttlSeconds: z.number().int('must be an integer').min(60, 'must be at least 60').max(30 * 24 * 3600, 'must be at most 30 days').optional(),
+    /** Registrations allowed; absent: any number until the token expires. */
+    maxUses: z.number().int('must be an integer').min(1, 'must be at least 1').max(100_000, 'must be at most 100000').optional(),
   }),
   ...noTagsAllowed,
 });
@@ -112,6 +114,18 @@ export const VM_ACTIONS = {
   rebootVmInstance: z.strictObject({}),
   migrateVm: z.strictObject({ hostUuid: uuid.optional() }),
 };
+
+export const CreateMaintenanceWindowBody = z.strictObject({
+  params: z.strictObject({
+    name,
+    hostUuids: z.array(uuid).min(1, 'must name at least one host').max(1000, 'must name at most 1000 hosts'),
+    // Checked by node-cron at the service (protocol/ imports no npm package but zod).
+    cron: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters'),
+    durationMinutes: z.number().int('must be an integer').min(1, 'must be at least 1').max(7 * 24 * 60, 'must be at most 10080 (a week)'),
+    timeZone: z.string().min(1).max(64).optional(),
+  }),
+  ...noTagsAllowed,
+});
 
 export const DELETE_MODES = ['Permissive', 'Enforcing'] as const;
 

@@ -150,6 +150,25 @@ export const CONFIG_FIELDS: FieldCatalogue = { category: s, name: s, value: s, d
 /** Bootstrap tokens as listed: never the token or its hash (controller/services/bootstrap.ts). */
 export const BOOTSTRAP_TOKEN_FIELDS: FieldCatalogue = { uuid: s, clusterUuid: s, expiredDate: d, createDate: d, maxUses: n, uses: n };
 
+/** A scheduled maintenance window (contract: /v1/maintenance-windows). */
+export interface MaintenanceWindowRow {
+  uuid: string; name: string; hostUuids: string[]; cron: string; durationMinutes: number;
+  /** IANA zone the cron expression is read in; null: the controller's (TZ, else UTC). */
+  timeZone: string | null;
+  /** Waiting for its next firing, or Active until activeUntil. */
+  state: 'Waiting' | 'Active';
+  nextFireDate: number | null; lastFireDate: number | null; activeUntil: number | null;
+  /** Hosts this window put into maintenance at its last firing: enabled again at its end. */
+  entered: string[];
+  /** Firings missed while no controller ran (the window was over by the time one started). */
+  missed: number; lastMissedDate: number | null;
+  createDate: number; lastOpDate: number;
+}
+export const MAINTENANCE_WINDOW_FIELDS: FieldCatalogue = {
+  uuid: s, name: s, cron: s, durationMinutes: n, timeZone: s, state: enumOf(['Waiting', 'Active']),
+  nextFireDate: d, lastFireDate: d, activeUntil: d, missed: n, lastMissedDate: d, createDate: d, lastOpDate: d,
+};
+
 /**
  * A resource as the API sees it. `nested` maps an expanded-query prefix (`zone`, `cluster`,
  * `vmInstance`) to the resource it joins; `lists` are list-valued fields of the row itself
@@ -172,6 +191,8 @@ export type Kind = 'zone' | 'cluster' | 'host' | 'vm' | 'tag' | 'config' | 'acco
   | 'migration'
   /** Durable flows (controller/flows/runner.ts): steps, context and per-item progress. */
   | 'flow'
+  /** Maintenance windows (controller/flows/maintenance-windows.ts). */
+  | 'maintenanceWindow'
   /** The bounded domain event log (controller/events.ts): oldest rows dropped past the cap. */
   | 'event'
   /** The controller CA (controller/pki/ca.ts): one row, shared by controllers on one database. */
@@ -207,6 +228,10 @@ export const RESOURCES = {
   userTag: {
     kind: 'tag', path: 'user-tags', schemaClass: 'org.zstack.header.tag.UserTagInventory', fields: TAG_FIELDS,
     inventoryFields: Object.keys(TAG_FIELDS),
+  },
+  maintenanceWindow: {
+    kind: 'maintenanceWindow', path: 'maintenance-windows', schemaClass: 'org.hostkeeper.header.MaintenanceWindowInventory',
+    fields: MAINTENANCE_WINDOW_FIELDS, inventoryFields: [...Object.keys(MAINTENANCE_WINDOW_FIELDS), 'hostUuids'],
   },
   config: {
     kind: 'config', path: 'global-configurations', schemaClass: 'org.zstack.core.config.GlobalConfigInventory',

@@ -6,17 +6,21 @@
  * also pushes VM changes on it (`vm` frames, handed to `onVm`).
  *
  * The agent's 200 is signed (x-hk-answer-sig over status, our nonce, empty body) and checked
- * here; frames are not signed (protocol/agent.ts, VmFrame, says why).
+ * here; frames are not signed (protocol/agent.ts, VmFrame, says why). Over TLS like every
+ * call (client.ts): the heartbeats and frames are TLS records on one long-lived connection.
  */
 import http from 'node:http';
+import https from 'node:https';
 import { StringDecoder } from 'node:string_decoder';
 import {
   AGENT_PATHS, ANSWER_SIG_HEADER, AUTH, type AgentFrame, type AgentIdentity, type AgentVm, HEARTBEAT_MS, heartbeatDeadline, signedHeaders, verifyAnswer,
 } from '../../protocol/agent.ts';
-import { AgentError, type AgentTarget } from './client.ts';
+import { AgentError, type AgentTarget, tlsFailure, tlsRequestOptions } from './client.ts';
 
 export class Channel {
   /** Last heartbeat or frame (controller clock). */
+  /** Chunks received since the tracker last counted (metrics: heartbeats). */
+  beats = 0;
   lastSeen: number;
   /** The heartbeat period asked of the agent, and the silence allowed for it. */
   heartbeatMs = HEARTBEAT_MS;
@@ -51,6 +55,7 @@ export class Channel {
 
   private onData(chunk: Buffer): void {
     this.lastSeen = this.now();
+    this.beats++;
     // Nearly every chunk is a lone heartbeat: 10,000 hosts send ~16,000 a second.
     if (chunk.length === 1 && chunk[0] === Channel.NL && this.buf === '') return;
     this.buf += this.decoder.write(chunk);
@@ -151,15 +156,17 @@ export function openChannel(
   const path = AGENT_PATHS.channel;
   return new Promise((resolve, reject) => {
     const signed = signedHeaders(t.secret, t.uuid, 'POST', path, '', now());
-    const req = http.request({
+    const opts: https.RequestOptions = {
       host: t.managementIp, port: t.agentPort, path, method: 'POST', agent: false,
       headers: { 'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked', ...signed },
-    });
+    };
+    const req = t.tls ? https.request({ ...opts, ...tlsRequestOptions(t) }) : http.request(opts);
     const ch = new Channel(t.uuid, req, now, onLost, onVm);
     const timer = setTimeout(() => req.destroy(new AgentError('timeout', `agent ${t.managementIp} did not accept the channel within ${timeoutMs} ms`)), timeoutMs);
     req.once('error', (e) => {
       clearTimeout(timer);
-      reject(e instanceof AgentError ? e : new AgentError('unreachable', `channel to agent ${t.managementIp}:${t.agentPort}: ${e.message}`));
+      const bad = e instanceof AgentError ? undefined : tlsFailure(e);
+      reject(e instanceof AgentError ? e : new AgentError(bad ? 'unauthorized' : 'unreachable', `channel to agent ${t.managementIp}:${t.agentPort}: ${bad ?? e.message}`));
     });
     req.on('socket', (s) => s.setKeepAlive(true, 5000));
     req.once('response', (res) => {

@@ -11,6 +11,7 @@
  * tell within 2.5 periods that a host went silent, and a closed channel tells at once that an
  * agent died.
  */
+import { type MetricsPort, noMetrics } from '../metrics.ts';
 import { randomBytes } from 'node:crypto';
 import {
   AGENT_PATHS, AGENT_PORT, type AgentIdentity, type AgentVm, type CapacityRsp, type ConnectRsp, type FactRsp, HEARTBEAT_MS, heartbeatDeadline, heartbeatPeriodFor, type HostFacts,
@@ -34,6 +35,7 @@ import { applyAgentReport } from '../services/vms.ts';
 import type { Repository } from '../store/repository.ts';
 import { type Channel, openChannel } from './channel.ts';
 import { AgentClient, AgentError, type AgentTarget } from './client.ts';
+import type { ControllerTls } from '../pki/ca.ts';
 import { liveness } from './liveness.ts';
 import { Semaphore } from './semaphore.ts';
 
@@ -70,6 +72,8 @@ export interface HostAgentsOptions {
   startupGraceMs?: number;
   /** Period of the heartbeat check. */
   checkEveryMs?: number;
+  /** The controller's TLS identity for calls to agents (core passes its Pki); null: plain HTTP, bench/ only. */
+  tls?: ControllerTls | null;
 }
 
 export class HostAgents {
@@ -85,6 +89,7 @@ export class HostAgents {
   private readonly drops: number[] = [];
   private braking = false;
   private listenPort = 0;
+  private agentListenPort = 0;
   private stopped = false;
   private cancelCheck?: () => void;
   private lastCheck = 0;
@@ -93,6 +98,8 @@ export class HostAgents {
   private readonly graceMs: number;
   /** Set by the VM operations: a VM with an operation running ignores pushes meanwhile. */
   vmBusy: (vmUuid: string) => boolean = () => false;
+  /** The metrics port (core.ts sets it): pings, connects, channels, heartbeats, the brake. */
+  metrics: MetricsPort = noMetrics;
   private readonly checkEveryMs: number;
   private startedAt: number;
 
@@ -104,7 +111,7 @@ export class HostAgents {
     private readonly hosts: Hosts,
     private readonly opts: HostAgentsOptions = {},
   ) {
-    this.client = new AgentClient(() => clock.now(), opts.globalLimit ?? 200, configs.getInt('kvm', 'host.syncLevel'));
+    this.client = new AgentClient(() => clock.now(), opts.globalLimit ?? 200, configs.getInt('kvm', 'host.syncLevel'), opts.tls ?? null);
     this.pingLimit = new Semaphore(configs.getInt('host', 'ping.parallelismDegree'));
     // As many flows as agent calls may be in flight: more would only interleave their steps,
     // so that every host waits for all of them (measured: restart of 10,000 hosts 60 s -> 37 s).
@@ -129,6 +136,27 @@ export class HostAgents {
     this.listenPort = port;
   }
 
+  /** The controller's own ports (admin API, agent TLS): a host may not claim them on our addresses. */
+  get ownPorts(): number[] {
+    return [this.listenPort, this.agentListenPort].filter((p) => p > 0);
+  }
+
+  /** The TLS port agents push to (HOSTKEEPER_AGENT_PORT): what ConnectCmd tells them. */
+  setAgentPort(port: number): void {
+    this.agentListenPort = port;
+  }
+
+  /**
+   * Where this agent should push: the controller's TLS agent port, on the advertised host
+   * (HOSTKEEPER_ADVERTISE_URL's host) or the address our connection to it came from. Plain
+   * HTTP (bench/ only) keeps the admin URL.
+   */
+  private controllerUrlFor(localAddress: string): string {
+    if (!this.client.tls) return this.opts.advertiseUrl ?? `http://${plainIPv4(localAddress)}:${this.listenPort}`;
+    const host = this.opts.advertiseUrl ? new URL(this.opts.advertiseUrl).hostname : plainIPv4(localAddress);
+    return `https://${host}:${this.agentListenPort}`;
+  }
+
   private get intervalMs(): number {
     return this.configs.getInt('host', 'ping.interval') * 1000;
   }
@@ -140,7 +168,8 @@ export class HostAgents {
     if (!h.agentSecret) {
       throw operationError(`${hostRef(h)} has no agent credentials yet: add it with AddKVMHost (deploys the agent) or start its agent with a bootstrap token`);
     }
-    return { uuid: h.uuid, managementIp: h.managementIp, agentPort: h.agentPort ?? AGENT_PORT, secret: h.agentSecret };
+    // Once the controller issued the host a certificate, its agent must present one from our CA.
+    return { uuid: h.uuid, managementIp: h.managementIp, agentPort: h.agentPort ?? AGENT_PORT, secret: h.agentSecret, certified: h.agentCertNotAfter !== undefined };
   }
 
   isTracked(uuid: string): boolean {
@@ -192,6 +221,9 @@ export class HostAgents {
     const target = HostAgents.target(host);
     this.untrack(uuid);
     const timeout = this.timeoutMs;
+    // Metrics only (a duration, not a timer): a host that connected before is a reconnect.
+    const t0 = performance.now();
+    const kind = host.bootId ? 'reconnect' : 'connect';
     const session = AgentClient.session();
     const ctx: { controllerUrl?: string; identity?: AgentIdentity; facts?: HostFacts; cap?: CapacityRsp['capacity']; vms?: VmListRsp['vms']; channel?: Channel } = {};
     const steps: Step<typeof ctx>[] = [
@@ -205,7 +237,7 @@ export class HostAgents {
         name: 'reach-agent',
         run: async () => {
           const r = await this.client.call(target, AGENT_PATHS.echo, {}, timeout, session);
-          ctx.controllerUrl = this.opts.advertiseUrl ?? `http://${plainIPv4(r.localAddress)}:${this.listenPort}`;
+          ctx.controllerUrl = this.controllerUrlFor(r.localAddress);
         },
       },
       {
@@ -238,7 +270,7 @@ export class HostAgents {
       {
         name: 'open-channel',
         run: async () => {
-          ctx.channel = await openChannel(target, () => this.clock.now(), timeout, (why) => this.onChannelLost(uuid, why), (vmUuid, vm) => this.onVmPush(uuid, vmUuid, vm));
+          ctx.channel = await openChannel({ ...target, tls: this.client.tls }, () => this.clock.now(), timeout, (why) => this.onChannelLost(uuid, why), (vmUuid, vm) => this.onVmPush(uuid, vmUuid, vm));
         },
         rollback: async () => ctx.channel?.close(),
       },
@@ -264,6 +296,7 @@ export class HostAgents {
     try {
       await runFlow(`connect-host-${uuid}`, steps, ctx, this.log, (current, total, step) => job?.progress({ current, total, step }));
     } catch (err) {
+      this.metrics.connect(kind, false, (performance.now() - t0) / 1000);
       session.destroy();
       const reason = err instanceof Error ? err.message : String(err);
       await this.repo.transaction((tx) => this.hosts.applyStatusEvent(tx, uuid, 'disconnected', reason)).catch(() => undefined);
@@ -272,6 +305,7 @@ export class HostAgents {
     }
     session.destroy();
     this.track(uuid, ctx.identity!, ctx.channel!);
+    this.metrics.connect(kind, true, (performance.now() - t0) / 1000);
     return this.hosts.mustGet(uuid);
   }
 
@@ -369,6 +403,7 @@ export class HostAgents {
     const host = await this.repo.get<HostRow>('host', uuid);
     if (!host) return this.untrack(uuid);
     if (inMaintenance(host.state)) return;
+    const t0 = performance.now();
     t.pingInFlight = true;
     try {
       const identity = await this.pingLimit.run(async () => {
@@ -380,6 +415,7 @@ export class HostAgents {
           return await this.httpPing(host, timeout);
         }
       });
+      this.metrics.ping(true, (performance.now() - t0) / 1000);
       if (this.tracked.get(uuid) !== t) return;
       t.channel && (t.channel.lastSeen = this.clock.now());
       const changed = this.identityChange(t.identity, identity, uuid);
@@ -389,6 +425,7 @@ export class HostAgents {
         void this.connect(uuid).catch((err) => this.afterFailedConnect(uuid, err));
       }
     } catch (err) {
+      this.metrics.ping(false, (performance.now() - t0) / 1000);
       if (this.tracked.get(uuid) === t) await this.declareDown(uuid, `ping failed: ${(err as Error).message}`);
     } finally {
       t.pingInFlight = false;
@@ -421,7 +458,7 @@ export class HostAgents {
         if (this.tracked.get(uuid) !== t) return;
         const changed = this.identityChange(t.identity, pong, uuid);
         if (changed) throw new Error(changed);
-        t.channel = await openChannel(target, () => this.clock.now(), this.timeoutMs, (w) => this.onChannelLost(uuid, w), (vmUuid, vm) => this.onVmPush(uuid, vmUuid, vm));
+        t.channel = await openChannel({ ...target, tls: this.client.tls }, () => this.clock.now(), this.timeoutMs, (w) => this.onChannelLost(uuid, w), (vmUuid, vm) => this.onVmPush(uuid, vmUuid, vm));
         this.tellHeartbeat(t.channel);
       } catch (err) {
         if (this.tracked.get(uuid) === t) await this.declareDown(uuid, `${why}; ${(err as Error).message}`);
@@ -452,8 +489,13 @@ export class HostAgents {
     // controller itself stalled, and that much time is added to every host's allowance.
     const late = now - this.lastCheck - this.checkEveryMs;
     this.lastCheck = now;
+    let open = 0;
+    let beats = 0;
     for (const t of this.tracked.values()) {
       if (!t.channel?.open) continue;
+      open++;
+      beats += t.channel.beats;
+      t.channel.beats = 0;
       if (late > this.checkEveryMs) t.channel.lastSeen = Math.min(now, t.channel.lastSeen + late);
       const l = liveness({ now, lastSeen: t.channel.lastSeen, watchingSince: t.watchingSince, deadlineMs: t.channel.deadlineMs, graceMs: 0 });
       if (l === 'silent') {
@@ -461,6 +503,8 @@ export class HostAgents {
         void this.declareDown(t.uuid, `no heartbeat for ${now - ch.lastSeen} ms`);
       }
     }
+    this.metrics.channels(open);
+    this.metrics.heartbeat(beats);
   }
 
   /**
@@ -492,6 +536,7 @@ export class HostAgents {
     const population = Math.max(watched, this.drops.length + this.tracked.size);
     if (!this.braking && population >= 4 && this.drops.length > population / 2) {
       this.braking = true;
+      this.metrics.brake(true);
       this.log.error({ dropped: this.drops.length, of: population }, 'more than half of the hosts dropped at once: this controller is likely the one cut off; automatic reconnects are held');
     }
   }
@@ -502,20 +547,25 @@ export class HostAgents {
 
   // ---- reconnect ---------------------------------------------------------------------------
 
-  private scheduleReconnect(uuid: string, attempt = 0): void {
-    if (this.stopped || !this.configs.getBool('host', 'connection.autoReconnectOnError')) return;
+  /**
+   * `forced`: retries allowed even with autoReconnectOnError off (the first connect after a
+   * registration, which races the agent storing its secret and certificate: that is the
+   * registration finishing, not a reconnect after an error).
+   */
+  private scheduleReconnect(uuid: string, attempt = 0, forced = 0): void {
+    if (this.stopped || (!this.configs.getBool('host', 'connection.autoReconnectOnError') && forced <= 0)) return;
     this.cancelReconnect(uuid);
     // 1 s, 2 s, 4 s ... capped at the ping interval; jittered so a fleet does not come back in step.
     const base = Math.min(this.intervalMs, 1000 * 2 ** attempt);
     const delay = base * (0.75 + Math.random() * 0.5);
     const cancel = this.clock.setTimer(delay, () => {
       this.reconnecting.delete(uuid);
-      void this.tryReconnect(uuid, attempt);
+      void this.tryReconnect(uuid, attempt, forced - 1);
     });
     this.reconnecting.set(uuid, { attempt, cancel });
   }
 
-  private async tryReconnect(uuid: string, attempt: number): Promise<void> {
+  private async tryReconnect(uuid: string, attempt: number, forced = 0): Promise<void> {
     const host = await this.repo.get<HostRow>('host', uuid);
     if (!host || inMaintenance(host.state) || this.tracked.has(uuid)) return;
     if (this.braking) {
@@ -523,6 +573,7 @@ export class HostAgents {
       try {
         await this.httpPing(host, this.timeoutMs);
         this.braking = false;
+        this.metrics.brake(false);
         this.drops.length = 0;
         this.log.warn({ host: uuid }, 'hosts answer again: releasing the mass-failure brake');
         void this.reconnectDisconnected();
@@ -533,14 +584,20 @@ export class HostAgents {
     try {
       await this.connect(uuid);
     } catch (err) {
-      this.afterFailedConnect(uuid, err, attempt + 1);
+      this.afterFailedConnect(uuid, err, attempt + 1, forced);
     }
   }
 
-  /** After a failed connect: retry with capped backoff (auto-reconnect permitting). */
+  /**
+   * After the first connect following a registration failed: retry with capped backoff, up to
+   * REGISTRATION_RETRIES times even when auto-reconnect is off (see scheduleReconnect).
+   */
   retryLater(uuid: string, err: unknown): void {
-    this.afterFailedConnect(uuid, err);
+    this.afterFailedConnect(uuid, err, 0, HostAgents.REGISTRATION_RETRIES);
   }
+
+  /** 1 + 2 + 4 + 8 s: an agent that has not stored its credentials by then is not coming. */
+  static readonly REGISTRATION_RETRIES = 4;
 
   /**
    * One sweep: pings every tracked host once, bounded by ping.parallelismDegree (benchmarks
@@ -552,10 +609,10 @@ export class HostAgents {
     return uuids.length;
   }
 
-  private afterFailedConnect(uuid: string, err: unknown, attempt = 0): void {
+  private afterFailedConnect(uuid: string, err: unknown, attempt = 0, forced = 0): void {
     this.log.info({ host: uuid, attempt, err: (err as Error).message }, 'reconnect failed');
     if (err instanceof HkError && err.code === 'SYS.1006') return; // maintenance or no credentials
-    this.scheduleReconnect(uuid, attempt);
+    this.scheduleReconnect(uuid, attempt, forced);
   }
 
   cancelReconnect(uuid: string): void {

@@ -22,7 +22,12 @@ import { jobRoutes } from './jobs.ts';
 import { queryRoutes } from './queries.ts';
 import { tagRoutes } from './tags.ts';
 import { vmRoutes } from './vms.ts';
+import { maintenanceWindowRoutes } from './maintenance-windows.ts';
 import { zoneRoutes } from './zones.ts';
+import { consoleApiRoutes, consoleRouter, consoleSessionOf } from './console.ts';
+import { eventRoutes } from './events.ts';
+import { metricsRouter } from './metrics.ts';
+import { openApiRoutes } from './openapi.ts';
 
 export { toInventory } from '../../protocol/inventory.ts';
 
@@ -38,7 +43,8 @@ function sendError(res: Response, err: HkError): void {
 function sessionOf(req: Request): string | undefined {
   const h = req.get('authorization');
   const m = h ? /^OAuth\s+(\S+)$/i.exec(h.trim()) : null;
-  return m?.[1];
+  // The web console's cookie, only for reads and requests carrying its header (api/console.ts).
+  return m?.[1] ?? consoleSessionOf(req);
 }
 
 export interface AppOptions {
@@ -66,6 +72,10 @@ export function createApp(core: Core, opts: AppOptions = {}): express.Express {
   const json = express.json({ limit: BODY_LIMIT, type: () => true, strict: false });
   // What agents call: authenticated by bootstrap token or host signature, not by session.
   app.use('/zstack/agent', agentRouter(core));
+  // The console's pages and cookie session, /metrics and the API document: outside the session check.
+  app.use(consoleRouter(core));
+  app.use(metricsRouter(core, sessionOf));
+  openApiRoutes(app);
   const router = express.Router();
   app.use('/zstack', router);
 
@@ -93,12 +103,15 @@ export function createApp(core: Core, opts: AppOptions = {}): express.Express {
 
   const api = makeApi(core, router, opts.apiUrl);
   jobRoutes(api);
+  eventRoutes(api, sessionOf);
+  consoleApiRoutes(api);
   // Before the queries: /v1/hosts/bootstrap-tokens is not a host uuid.
   bootstrapRoutes(api);
   queryRoutes(api);
   zoneRoutes(api);
   hostRoutes(api);
   vmRoutes(api);
+  maintenanceWindowRoutes(api);
   configRoutes(api);
   tagRoutes(api);
 

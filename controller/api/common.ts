@@ -85,7 +85,8 @@ export interface Api {
  * the Host header, which a client (or anyone in between) can set to send the CLI elsewhere.
  */
 export function makeApi(core: Core, router: Router, apiUrl?: string): Api {
-  const base = (req: Request) => apiUrl ?? `http://${urlAddress(req.socket.localAddress)}:${req.socket.localPort}`;
+  const scheme = (req: Request) => ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
+  const base = (req: Request) => apiUrl ?? `${scheme(req)}://${urlAddress(req.socket.localAddress)}:${req.socket.localPort}`;
   const accepted = (req: Request, res: Response, id: string) => {
     res.status(202).json({ location: `${base(req)}/zstack/v1/api-jobs/${id}` });
   };

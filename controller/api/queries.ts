@@ -31,6 +31,7 @@ export function queryRoutes({ core, router }: Api): void {
   queryRoute('cluster');
   queryRoute('host');
   queryRoute('vm');
+  queryRoute('maintenanceWindow');
   queryRoute('systemTag', { type: 'System' });
   queryRoute('userTag', { type: 'User' });
   // Configs are addressed by category/name, not uuid: no /:uuid form.

@@ -31,15 +31,9 @@ export function vmRoutes(api: Api): void {
       name: p.name, memorySize: p.memorySize, cpuNum: p.cpuNum, hostUuid: p.hostUuid, clusterUuid: p.clusterUuid, zoneUuid: p.zoneUuid, strategy,
       vmNics: (p.vmNics ?? []).map((n) => ({ ip: n.ip, mac: n.mac ?? newMac() })),
     };
-    // Placement and the Running job commit together; defining it on the host is the job's work.
+    // Placement (a refusal says why no host fits) and the agent's create are the job's work.
     const uuid = p.resourceUuid ?? newUuid();
-    let placed: Awaited<ReturnType<typeof vmOps.place>> | undefined;
-    await core.jobs.record(hdr.id, 'CreateVmInstance', hdr.hook);
-    core.jobs.attach(hdr.id, 'CreateVmInstance', async () => {
-      placed ??= await vmOps.place(uuid, request);
-      return one(RESOURCES.vm, await vmOps.define(placed, strategy === 'InstantStart'));
-    });
-    api.accepted(req, res, hdr.id);
+    await api.long(req, res, 'CreateVmInstance', async () => one(RESOURCES.vm, await vmOps.create(uuid, request)), hdr);
   });
 
   const actionApi = (req: { body?: unknown }) => {
@@ -100,7 +94,7 @@ export function vmRoutes(api: Api): void {
     const vm = await repo.get<{ uuid: string; hostUuid: string | null; clusterUuid: string | null; memorySize: number; cpuNum: number }>('vm', uuid);
     if (!vm) throw notFound(`vm[uuid:${uuid}] does not exist`);
     const r = { clusterUuid: vm.clusterUuid ?? undefined, memorySize: vm.memorySize, cpuNum: vm.cpuNum, sourceHostUuid: vm.hostUuid ?? undefined };
-    const p = allocate(await snapshotFor(repo, configs, core.reservations, r), r);
+    const p = allocate(await snapshotFor(repo, configs, await core.reservations.resolver(), r), r);
     const rows = await Promise.all(p.candidates.map((c) => repo.get<HostRow>('host', c.uuid)));
     res.status(200).json({
       ...many(RESOURCES.host, rows.filter((x): x is HostRow => !!x)),

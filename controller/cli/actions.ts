@@ -195,8 +195,15 @@ export const ACTIONS: readonly ActionDef[] = [
     name: 'CreateBootstrapToken',
     method: 'POST',
     path: () => '/v1/hosts/bootstrap-tokens',
-    keys: [req('clusterUuid'), opt('ttlSeconds', { type: 'int' })],
+    keys: [req('clusterUuid'), opt('ttlSeconds', { type: 'int' }), opt('maxUses', { type: 'int' })],
     envelope: 'params',
+  },
+  queryAction('QueryBootstrapToken', 'hosts/bootstrap-tokens'),
+  {
+    name: 'DeleteBootstrapToken',
+    method: 'DELETE',
+    path: (v) => `/v1/hosts/bootstrap-tokens/${enc(String(v.uuid))}`,
+    keys: [uuidInPath],
   },
   {
     name: 'GetHostMaintenancePlan',

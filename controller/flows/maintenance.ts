@@ -30,6 +30,7 @@ import type { Hosts } from '../services/hosts.ts';
 import { hostRef } from '../services/inventory.ts';
 import type { JobRow } from '../services/jobs.ts';
 import type { Repository } from '../store/repository.ts';
+import { recordEvent } from '../events.ts';
 import type { DurableStep, FlowHandle, FlowRunner } from './runner.ts';
 import type { VmOps } from './vm-ops.ts';
 
@@ -66,6 +67,20 @@ export interface PlanEntry {
   targetHostUuid?: string;
   targetHostName?: string;
   reason?: string;
+}
+
+/**
+ * A VM's phase when an evacuation resumes, from its saved phase and where the store (its
+ * migrations already settled from the agents) says it is now. Finished phases stand; an
+ * unfinished one follows the VM: gone or elsewhere is migrated, Stopped on the host is
+ * stopped, still running on the host is pending (tried again).
+ */
+export function phaseAfterRestart(item: Pick<EvacuationItem, 'phase' | 'target'>, vm: Pick<VmRow, 'hostUuid' | 'state'> | undefined, hostUuid: string): Pick<EvacuationItem, 'phase' | 'target'> {
+  if (item.phase !== 'pending' && item.phase !== 'migrating' && item.phase !== 'stopping') return item;
+  if (!vm) return { phase: 'migrated', target: item.target };
+  if (vm.hostUuid !== hostUuid) return { phase: 'migrated', target: vm.hostUuid ?? undefined };
+  if (vm.state === 'Stopped') return { phase: 'stopped', target: undefined };
+  return { phase: 'pending', target: undefined };
 }
 
 /** Rounds of "list what is still on the host and evacuate it" (a VM may appear meanwhile). */
@@ -111,7 +126,10 @@ export class Maintenance {
             this.repo.transaction(async (tx) => {
               const h = await tx.get<HostRow>('host', ctx.hostUuid);
               if (!h) throw new HkError('HOST.1001', `host[uuid:${ctx.hostUuid}] was deleted`);
-              if (h.state !== 'PreMaintenance') await this.hosts.applyStateEvent(tx, ctx.hostUuid, 'preMaintain');
+              if (h.state !== 'PreMaintenance') {
+                await this.hosts.applyStateEvent(tx, ctx.hostUuid, 'preMaintain');
+                await recordEvent(tx, { type: 'MaintenanceStarted', resourceType: 'HostVO', resourceUuid: h.uuid, resourceName: h.name, hostUuid: h.uuid, message: `maintenance of host[name:${h.name}, uuid:${h.uuid}] started` });
+              }
             }),
           );
         },
@@ -120,6 +138,10 @@ export class Maintenance {
           await this.hosts.queue.run(ctx.hostUuid, () =>
             this.repo.transaction(async (tx) => {
               const h = await tx.get<HostRow>('host', ctx.hostUuid);
+              if (h) {
+                const how = h.state === 'PreMaintenance' ? `failed; back to ${ctx.original}` : `stopped: the host was set to ${h.state}`;
+                await recordEvent(tx, { type: 'MaintenanceFailed', severity: 'error', resourceType: 'HostVO', resourceUuid: h.uuid, resourceName: h.name, hostUuid: h.uuid, message: `maintenance of host[name:${h.name}, uuid:${h.uuid}] ${how}` });
+              }
               if (h?.state !== 'PreMaintenance') return;
               const back: HostStateEvent = ctx.original === 'Disabled' ? 'disable' : 'enable';
               await this.hosts.applyStateEvent(tx, ctx.hostUuid, back);
@@ -138,6 +160,7 @@ export class Maintenance {
               if (h.state === 'Maintenance') return;
               if (h.state !== 'PreMaintenance') throw this.cancelledError(ctx, h.state);
               await this.hosts.applyStateEvent(tx, ctx.hostUuid, 'maintain');
+              await recordEvent(tx, { type: 'MaintenanceDone', resourceType: 'HostVO', resourceUuid: h.uuid, resourceName: h.name, hostUuid: h.uuid, message: `host[name:${h.name}, uuid:${h.uuid}] is in Maintenance` });
             }),
           );
         },
@@ -173,12 +196,8 @@ export class Maintenance {
     }
     // Phases saved before the crash may be stale: the store says where each VM is now.
     for (const item of ctx.items) {
-      if (item.phase !== 'pending' && item.phase !== 'migrating' && item.phase !== 'stopping') continue;
       const vm = await this.repo.get<VmRow>('vm', item.uuid);
-      if (!vm) item.phase = 'migrated';
-      else if (vm.hostUuid !== ctx.hostUuid) Object.assign(item, { phase: 'migrated', target: vm.hostUuid ?? undefined });
-      else if (vm.state === 'Stopped') item.phase = 'stopped';
-      else item.phase = 'pending';
+      Object.assign(item, phaseAfterRestart(item, vm, ctx.hostUuid));
     }
     await f.save(ctx);
 
@@ -318,7 +337,7 @@ export class Maintenance {
     const host = await this.hosts.mustGet(hostUuid);
     const vms = (await this.repo.find<VmRow>('vm', { hostUuid })).filter((v) => HOLDING_STATES.has(v.state));
     const snap = new Map<string, HostSnapshot>();
-    for (const s of await snapshotFor(this.repo, this.configs, this.reservations, { clusterUuid: host.clusterUuid, memorySize: 0, cpuNum: 0 })) snap.set(s.uuid, { ...s });
+    for (const s of await snapshotFor(this.repo, this.configs, await this.reservations.resolver(), { clusterUuid: host.clusterUuid, memorySize: 0, cpuNum: 0 })) snap.set(s.uuid, { ...s });
     const out: PlanEntry[] = [];
     for (const vm of vms) {
       const base = { vmUuid: vm.uuid, name: vm.name, state: vm.state };

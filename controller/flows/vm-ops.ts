@@ -30,8 +30,10 @@ import { HkError } from '../../protocol/errors.ts';
 import type { HostRow, VmRow, VmState } from '../../protocol/resources.ts';
 import { type MigrationRow, vmRef } from '../../protocol/vm.ts';
 import { type Clock, sleep } from '../clock.ts';
+import { type Seen, settleDecision } from './settle.ts';
 import type { Logger } from '../log.ts';
 import { KeyedQueue } from '../queue.ts';
+import { type MetricsPort, noMetrics } from '../metrics.ts';
 import { HostAgents } from '../agents/host-agents.ts';
 import { AgentError } from '../agents/client.ts';
 import { recompute, type Reservations } from '../services/capacity.ts';
@@ -68,6 +70,8 @@ export class VmOps {
   readonly queue = new KeyedQueue();
   private readonly busySet = new Map<string, number>();
   private readonly o: Required<VmOpsOptions>;
+  /** The metrics port (core.ts sets it): migrations' count, failures and duration. */
+  metrics: Pick<MetricsPort, 'migration'> = noMetrics;
 
   constructor(
     private readonly repo: Repository,
@@ -135,6 +139,7 @@ export class VmOps {
    * host) and returns it; `define()` then creates it on the host's agent.
    */
   async place(uuid: string, req: CreateVmRequest): Promise<VmRow> {
+    const reserved = await this.reservations.resolver();
     return this.repo.transaction(async (tx) => {
       const scope = { hostUuid: req.hostUuid, clusterUuid: req.clusterUuid, zoneUuid: req.zoneUuid, memorySize: req.memorySize, cpuNum: req.cpuNum };
       if (req.hostUuid) {
@@ -142,9 +147,14 @@ export class VmOps {
         if (!h) throw new HkError('SYS.1007', `params.hostUuid: host[uuid:${req.hostUuid}] does not exist`);
         checkTakesNewWork(h, `vm[name:${req.name}]`);
       }
-      const host = await place(tx, this.configs, this.reservations, scope, `vm[name:${req.name}]`);
+      const host = await place(tx, this.configs, reserved, scope, `vm[name:${req.name}]`);
       return insertVm(tx, this.configs, this.clock.now(), uuid, req, host, req.strategy === 'CreateStopped' ? 'Created' : 'Starting');
     });
+  }
+
+  /** CreateVmInstance: place, then create it on the chosen host's agent. */
+  async create(uuid: string, req: CreateVmRequest): Promise<VmRow> {
+    return this.define(await this.place(uuid, req), req.strategy === 'InstantStart');
   }
 
   /** Creates a placed VM on its host's agent (started for InstantStart); removes the row when the agent refuses. */
@@ -184,8 +194,9 @@ export class VmOps {
     return this.exclusive(vmUuid, async () => {
       const { vm, host } = await this.check(vmUuid, 'start');
       // Starting holds capacity again: the allocator checks the VM still fits on its host.
+      const reserved = await this.reservations.resolver();
       await this.repo.transaction(async (tx) => {
-        await place(tx, this.configs, this.reservations, { hostUuid: host!.uuid, memorySize: vm.memorySize, cpuNum: vm.cpuNum }, vmRef(vm));
+        await place(tx, this.configs, reserved, { hostUuid: host!.uuid, memorySize: vm.memorySize, cpuNum: vm.cpuNum }, vmRef(vm));
         await setVm(tx, this.configs, this.clock.now(), vmUuid, { state: 'Starting', hostUuid: host!.uuid });
       });
       try {
@@ -297,12 +308,22 @@ export class VmOps {
     return this.exclusive(vmUuid, async () => {
       const m = await this.reserve(vmUuid, opts);
       opts.onStart?.((await this.repo.get<HostRow>('host', m.targetHostUuid))!);
-      return this.transfer(m);
+      // A duration for the metrics only (not a timer): the injected clock decides nothing here.
+      const t0 = performance.now();
+      try {
+        const out = await this.transfer(m);
+        this.metrics.migration(true, (performance.now() - t0) / 1000);
+        return out;
+      } catch (err) {
+        this.metrics.migration(false, (performance.now() - t0) / 1000);
+        throw err;
+      }
     });
   }
 
   /** Picks the destination and records the migration, the reservation and Migrating at once. */
-  private reserve(vmUuid: string, opts: { targetHostUuid?: string; flowUuid: string; evacuating?: boolean }): Promise<MigrationRow> {
+  private async reserve(vmUuid: string, opts: { targetHostUuid?: string; flowUuid: string; evacuating?: boolean }): Promise<MigrationRow> {
+    const reserved = await this.reservations.resolver();
     return this.repo.transaction(async (tx) => {
       const vm = await mustGetVm(tx, vmUuid);
       checkVmOperation(vm, 'migrate');
@@ -316,7 +337,7 @@ export class VmOps {
         if (t.uuid === source.uuid) throw new HkError('SYS.1007', `hostUuid: ${vmRef(vm)} is already on ${hostRef(t)}`);
         checkTakesNewWork(t, `${vmRef(vm)} migrating in`);
       }
-      const target = await place(tx, this.configs, this.reservations, {
+      const target = await place(tx, this.configs, reserved, {
         hostUuid: opts.targetHostUuid, clusterUuid: opts.targetHostUuid ? undefined : vm.clusterUuid ?? undefined,
         memorySize: vm.memorySize, cpuNum: vm.cpuNum, sourceHostUuid: source.uuid,
       }, vmRef(vm));
@@ -341,7 +362,8 @@ export class VmOps {
     let failure: unknown;
     try {
       await this.call(target, AGENT_PATHS.vmPrepareMigration, { vm: { ...this.agentVm(vm), state: was }, token: m.token });
-      const destinationUrl = `http://${urlHost(target.managementIp)}:${target.agentPort ?? 7070}`;
+      // Agents speak only TLS; the source presents its own certificate from our CA.
+      const destinationUrl = `https://${urlHost(target.managementIp)}:${target.agentPort ?? 7070}`;
       await this.call<VmRsp>(source, AGENT_PATHS.vmMigrate, { vmUuid: m.uuid, destinationUrl, token: m.token }, this.o.migrateTimeoutMs);
       // The source answers 200 only once the destination confirmed it has the VM and the
       // source forgot it: nothing to ask.
@@ -378,8 +400,9 @@ export class VmOps {
   private async ask(m: MigrationRow): Promise<{ kind: 'decided'; where: { hostUuid: string; state: VmState } | null } | { kind: 'wait'; why: string }> {
     const source = await this.repo.get<HostRow>('host', m.sourceHostUuid);
     const target = await this.repo.get<HostRow>('host', m.targetHostUuid);
-    const look = async (h: HostRow | undefined): Promise<AgentVm | null | 'gone-host' | 'no-answer'> => {
-      if (!h) return 'gone-host';
+    // A host deleted meanwhile holds nothing.
+    const look = async (h: HostRow | undefined): Promise<Seen> => {
+      if (!h) return null;
       try {
         const r = await this.call<VmListRsp>(h, AGENT_PATHS.vmList, {});
         return r.vms.find((v) => v.uuid === m.uuid) ?? null;
@@ -388,26 +411,15 @@ export class VmOps {
       }
     };
     const [s, t] = await Promise.all([look(source), look(target)]);
-    if (s === 'no-answer' || t === 'no-answer') return { kind: 'wait', why: `${s === 'no-answer' ? 'the source' : 'the destination'} does not answer` };
-    const src = typeof s === 'object' ? s : null;
-    const dst = typeof t === 'object' ? t : null;
-    if (dst?.state === 'Migrating') return { kind: 'wait', why: 'the destination is still receiving it' };
-    if (src?.state === 'Migrating') return { kind: 'wait', why: 'the source is still sending it' };
-    if (dst && dst.state !== 'Stopped') {
-      // The destination has it: a copy the source kept (paused, outcome unknown there) goes.
-      if (src?.migratingTo) await this.call(source!, AGENT_PATHS.vmResolveMigration, { vmUuid: m.uuid, completed: true });
-      return { kind: 'decided', where: { hostUuid: m.targetHostUuid, state: stateFromAgent(dst) } };
+    const d = settleDecision(s, t);
+    if (d.kind === 'wait') return d;
+    if (d.on === 'nowhere') return { kind: 'decided', where: null };
+    let vm = d.vm!;
+    if (d.resolveSource !== undefined) {
+      const r = await this.call<VmResolveMigrationRsp>(source!, AGENT_PATHS.vmResolveMigration, { vmUuid: m.uuid, completed: d.resolveSource });
+      if (d.on === 'source' && r.vm) vm = r.vm;
     }
-    if (src) {
-      let state = stateFromAgent(src);
-      if (src.migratingTo) {
-        const r = await this.call<VmResolveMigrationRsp>(source!, AGENT_PATHS.vmResolveMigration, { vmUuid: m.uuid, completed: false });
-        state = stateFromAgent(r.vm ?? src);
-      }
-      return { kind: 'decided', where: { hostUuid: m.sourceHostUuid, state } };
-    }
-    if (dst) return { kind: 'decided', where: { hostUuid: m.targetHostUuid, state: stateFromAgent(dst) } };
-    return { kind: 'decided', where: null };
+    return { kind: 'decided', where: { hostUuid: d.on === 'source' ? m.sourceHostUuid : m.targetHostUuid, state: stateFromAgent(vm) } };
   }
 
   /** Migrations recorded by a flow (resume). */

@@ -215,12 +215,15 @@ export class Auth {
     if ((await this.repo.find<AccountRow>('account', { name: 'admin' })).length > 0) return false;
     const salt = randomBytes(16);
     const hash = await this.hash(sha512hex(password), salt);
-    await this.repo.transaction((tx) =>
-      tx.insert<AccountRow>('account', {
+    // Checked again inside the transaction: controllers starting at once on one empty
+    // database must create one admin, not one each (the store serialises, and retries the loser).
+    return this.repo.transaction(async (tx) => {
+      if ((await tx.find<AccountRow>('account', { name: 'admin' })).length > 0) return false;
+      await tx.insert<AccountRow>('account', {
         uuid: newUuid(), name: 'admin', salt: salt.toString('hex'), hash: hash.toString('hex'), createDate: this.clock.now(),
-      }),
-    );
-    return true;
+      });
+      return true;
+    });
   }
 
   async adminExists(): Promise<boolean> {

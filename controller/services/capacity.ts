@@ -111,7 +111,7 @@ export class Reservations {
   }
 
   /** A resolver for one snapshot (synchronous per host once the tags are loaded). */
-  async resolver(): Promise<(h: Pick<HostRow, 'uuid' | 'clusterUuid' | 'zoneUuid'>) => { bytes: number; source: ReservedSource }> {
+  async resolver(): Promise<ReservedOf> {
     const { host, parent } = await this.load();
     const c = this.configs;
     const on = {
@@ -144,7 +144,15 @@ export function toSnapshot(h: HostRow, reserved: { bytes: number; source: Reserv
  * designated host, a cluster's or a zone's hosts by index, else all (an empty `find`). Reads
  * through `reader`: a transaction, when the placement is to be recorded in it.
  */
-export async function snapshotFor(reader: ReadOps, configs: GlobalConfigs, reservations: Reservations, r: PlacementRequest): Promise<HostSnapshot[]> {
+/** Reserved memory per host, from Reservations.resolver(). */
+export type ReservedOf = (h: Pick<HostRow, 'uuid' | 'clusterUuid' | 'zoneUuid'>) => { bytes: number; source: ReservedSource };
+
+/**
+ * `reserved` is resolved before a transaction (Reservations.resolver()): its tag scan reads
+ * the store outside any transaction, which a transaction must not wait on (PostgreSQL: it
+ * would hold one pooled connection while asking for another).
+ */
+export async function snapshotFor(reader: ReadOps, configs: GlobalConfigs, reserved: ReservedOf, r: PlacementRequest): Promise<HostSnapshot[]> {
   let hosts: HostRow[];
   if (r.hostUuid !== undefined) {
     const h = await reader.get<HostRow>('host', r.hostUuid);
@@ -152,7 +160,6 @@ export async function snapshotFor(reader: ReadOps, configs: GlobalConfigs, reser
   } else if (r.clusterUuid !== undefined) hosts = await reader.find<HostRow>('host', { clusterUuid: r.clusterUuid });
   else if (r.zoneUuid !== undefined) hosts = await reader.find<HostRow>('host', { zoneUuid: r.zoneUuid });
   else hosts = await reader.find<HostRow>('host', {});
-  const reserved = await reservations.resolver();
   const ratio = cpuRatio(configs);
   return hosts.map((h) => toSnapshot(h, reserved(h), ratio));
 }

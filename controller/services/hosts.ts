@@ -16,6 +16,7 @@ import { KeyedQueue } from '../queue.ts';
 import type { Repository, Tx } from '../store/repository.ts';
 import { markHostVmsUnknown } from './vms.ts';
 import { hostRef } from './inventory.ts';
+import { recordEvent, severityOf } from '../events.ts';
 
 export class Hosts {
   readonly queue = new KeyedQueue();
@@ -50,6 +51,10 @@ export class Hosts {
     if (to === host.state) return host;
     const updated = await tx.update<HostRow>('host', uuid, { state: to, lastOpDate: this.clock.now() });
     this.log.info({ host: uuid, event, from: host.state, to }, 'host state changed');
+    await recordEvent(tx, {
+      type: 'HostStateChanged', resourceType: 'HostVO', resourceUuid: uuid, resourceName: host.name, hostUuid: uuid,
+      from: host.state, to, message: `host[name:${host.name}, uuid:${uuid}] state ${host.state} -> ${to}`,
+    });
     return updated;
   }
 
@@ -60,7 +65,14 @@ export class Hosts {
     const to = nextState(HOST_STATUS_TABLE, host.status, event, hostRef(host));
     if (to === host.status && reason === host.statusReason) return host;
     const updated = await tx.update<HostRow>('host', uuid, { status: to, statusReason: reason, lastOpDate: this.clock.now() });
-    if (to !== host.status) this.log.info({ host: uuid, event, from: host.status, to, reason }, 'host status changed');
+    if (to !== host.status) {
+      this.log.info({ host: uuid, event, from: host.status, to, reason }, 'host status changed');
+      await recordEvent(tx, {
+        type: 'HostStatusChanged', resourceType: 'HostVO', resourceUuid: uuid, resourceName: host.name, hostUuid: uuid,
+        from: host.status, to, severity: severityOf('HostStatusChanged', to),
+        message: `host[name:${host.name}, uuid:${uuid}] ${to === 'Connected' && host.status !== 'Connected' ? 'connected' : to === 'Disconnected' ? 'disconnected' : `is ${to}`}${reason ? `: ${reason}` : ''}`,
+      });
+    }
     // A VM on a Disconnected host is Unknown until its host reconnects and reports it.
     if (to === 'Disconnected' && host.status !== 'Disconnected') {
       const n = await markHostVmsUnknown(tx, this.clock.now(), uuid);

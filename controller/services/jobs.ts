@@ -164,7 +164,10 @@ export class Jobs {
         uuid, apiName, status: 'Failed', error: err.toBody(), createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}),
       });
     });
-    if (job) this.notify(job);
+    if (job) {
+      this.notify(job);
+      this.finished(job, err);
+    }
   }
 
   /**

@@ -10,9 +10,19 @@ import { inMaintenance } from '../../protocol/states.ts';
 import { type MigrationRow, takesNewWork, VM_OPERATION_STATES, type VmOperation, vmRef } from '../../protocol/vm.ts';
 import { allocate, explainNoHost, pickBest, type PlacementRequest } from '../allocator/allocator.ts';
 import type { ReadOps, Tx } from '../store/repository.ts';
-import { recompute, recomputeAll, type Reservations, snapshotFor } from './capacity.ts';
+import { recompute, recomputeAll, type ReservedOf, snapshotFor } from './capacity.ts';
 import type { GlobalConfigs } from './configs.ts';
 import { hostRef } from './inventory.ts';
+import { recordEvent, severityOf } from '../events.ts';
+
+/** Records a VM's state change in the event log (heard after the transaction commits). */
+async function vmEvent(tx: Tx, vm: Pick<VmRow, 'uuid' | 'name'>, hostUuid: string | null, from: VmState | null, to: VmState): Promise<void> {
+  if (from === to) return;
+  await recordEvent(tx, {
+    type: 'VmStateChanged', resourceType: 'VmInstanceVO', resourceUuid: vm.uuid, resourceName: vm.name, hostUuid,
+    from, to, severity: severityOf('VmStateChanged', to), message: `vm[name:${vm.name}, uuid:${vm.uuid}] ${from ?? 'new'} -> ${to}`,
+  });
+}
 
 export { vmRef };
 
@@ -54,11 +64,16 @@ export function checkTakesNewWork(host: HostRow, what: string): void {
  * Picks a host for `req` among the snapshot read through `tx`, or throws
  * HOST_ALLOCATION.1000 saying why each host in scope was dropped.
  */
-export async function place(tx: ReadOps, configs: GlobalConfigs, reservations: Reservations, req: PlacementRequest, what: string): Promise<HostRow> {
-  const snap = await snapshotFor(tx, configs, reservations, req);
+export async function place(tx: ReadOps, configs: GlobalConfigs, reserved: ReservedOf, req: PlacementRequest, what: string): Promise<HostRow> {
+  const snap = await snapshotFor(tx, configs, reserved, req);
   const best = pickBest(snap, req);
   if (!best) {
-    throw new HkError('HOST_ALLOCATION.1000', `no host for ${what} (memory ${req.memorySize} B, ${req.cpuNum} CPUs): ${explainNoHost(allocate(snap, req), req)}`);
+    const p = allocate(snap, req);
+    const err = new HkError('HOST_ALLOCATION.1000', `no host for ${what} (memory ${req.memorySize} B, ${req.cpuNum} CPUs): ${explainNoHost(p, req)}`);
+    // How many hosts each reason dropped, for the metrics (read where the job finishes).
+    const refusals: Record<string, number> = {};
+    for (const d of p.dropped) refusals[d.reason] = (refusals[d.reason] ?? 0) + 1;
+    throw Object.assign(err, { refusals });
   }
   return (await tx.get<HostRow>('host', best.uuid))!;
 }
@@ -90,6 +105,7 @@ export async function setVm(tx: Tx, configs: GlobalConfigs, now: number, uuid: s
   const before = await tx.get<VmRow>('vm', uuid);
   if (!before) throw notFound(`vm[uuid:${uuid}] does not exist`);
   const after = await tx.update<VmRow>('vm', uuid, { ...patch, lastOpDate: now });
+  await vmEvent(tx, after, after.hostUuid ?? before.hostUuid, before.state, after.state);
   if (before.state !== after.state || before.hostUuid !== after.hostUuid || before.memorySize !== after.memorySize || before.cpuNum !== after.cpuNum) {
     await recomputeAll(tx, [before.hostUuid, after.hostUuid], configs);
   }
@@ -128,6 +144,7 @@ export async function settleMigration(tx: Tx, configs: GlobalConfigs, now: numbe
     patch = { state: where.state, hostUuid: where.hostUuid, lastHostUuid: m.sourceHostUuid, clusterUuid: target?.clusterUuid ?? vm.clusterUuid, zoneUuid: target?.zoneUuid ?? vm.zoneUuid };
   }
   const out = await tx.update<VmRow>('vm', m.uuid, { ...patch, lastOpDate: now });
+  await vmEvent(tx, out, out.hostUuid ?? m.sourceHostUuid, vm.state, out.state);
   await recomputeAll(tx, [m.sourceHostUuid, m.targetHostUuid], configs);
   return out;
 }
@@ -154,6 +171,7 @@ export async function applyAgentReport(tx: Tx, configs: GlobalConfigs, now: numb
         uuid: a.uuid, name: a.name, hostUuid: host.uuid, lastHostUuid: null, clusterUuid: host.clusterUuid, zoneUuid: host.zoneUuid,
         state, memorySize: a.memorySize, cpuNum: a.cpuNum, vmNics: a.vmNics, createDate: now, lastOpDate: now,
       });
+      await vmEvent(tx, a, host.uuid, null, state);
       continue;
     }
     if (row.state === 'Destroyed') continue;
@@ -163,6 +181,7 @@ export async function applyAgentReport(tx: Tx, configs: GlobalConfigs, now: numb
       Object.assign(patch, { hostUuid: host.uuid, lastHostUuid: row.hostUuid ?? row.lastHostUuid, clusterUuid: host.clusterUuid, zoneUuid: host.zoneUuid });
     }
     if (Object.keys(patch).length > 0) await tx.update<VmRow>('vm', a.uuid, { ...patch, lastOpDate: now });
+    if (patch.state) await vmEvent(tx, row, host.uuid, row.state, patch.state);
   }
   const goneSet = new Set(gone);
   const candidates = full ? await tx.find<VmRow>('vm', { hostUuid: host.uuid }) : await Promise.all(gone.map((u) => tx.get<VmRow>('vm', u)));
@@ -171,6 +190,7 @@ export async function applyAgentReport(tx: Tx, configs: GlobalConfigs, now: numb
     if (!full && !goneSet.has(row.uuid)) continue;
     if (row.state === 'Destroyed') continue;
     await tx.update<VmRow>('vm', row.uuid, { state: 'Stopped', hostUuid: null, lastHostUuid: host.uuid, lastOpDate: now });
+    await vmEvent(tx, row, host.uuid, row.state, 'Stopped');
   }
   await recompute(tx, host.uuid, configs);
 }
@@ -184,6 +204,7 @@ export async function markHostVmsUnknown(tx: Tx, now: number, hostUuid: string):
   for (const vm of await tx.find<VmRow>('vm', { hostUuid })) {
     if (vm.state === 'Stopped' || vm.state === 'Destroyed' || vm.state === 'Unknown' || vm.state === 'Created') continue;
     await tx.update<VmRow>('vm', vm.uuid, { state: 'Unknown', lastOpDate: now });
+    await vmEvent(tx, vm, hostUuid, vm.state, 'Unknown');
     n++;
   }
   return n;

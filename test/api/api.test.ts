@@ -119,13 +119,13 @@ describe('zones, clusters, hosts', () => {
   it('have exactly the contract inventory fields, ZStack dates and uuids, and schema class names', async () => {
     const t = await ctl();
     const { zone, cluster } = await world(t);
-    expect(Object.keys(zone).sort()).toEqual(['createDate', 'description', 'lastOpDate', 'name', 'state', 'uuid']);
-    expect(Object.keys(cluster).sort()).toEqual(['createDate', 'description', 'hypervisorType', 'lastOpDate', 'name', 'state', 'uuid', 'zoneUuid']);
+    expect(Object.keys(zone).sort()).toEqual(['createDate', 'description', 'isDefault', 'lastOpDate', 'name', 'state', 'type', 'uuid']);
+    expect(Object.keys(cluster).sort()).toEqual(['architecture', 'createDate', 'description', 'hypervisorType', 'lastOpDate', 'name', 'state', 'type', 'uuid', 'zoneUuid']);
     const host = await makeHost(t, cluster.uuid, { description: 'rack 4' });
     expect(Object.keys(host).sort()).toEqual([
-      'availableCpuCapacity', 'availableMemoryCapacity', 'availablePhysicalMemory', 'clusterUuid', 'cpuNum', 'cpuSockets',
-      'createDate', 'description', 'hypervisorType', 'lastOpDate', 'managementIp', 'name', 'state', 'status', 'totalCpuCapacity',
-      'totalMemoryCapacity', 'totalPhysicalMemory', 'uuid', 'zoneUuid',
+      'architecture', 'availableCpuCapacity', 'availableMemoryCapacity', 'availablePhysicalMemory', 'clusterUuid', 'cpuNum', 'cpuSockets',
+      'createDate', 'description', 'hypervisorType', 'lastOpDate', 'managementIp', 'name', 'osDistribution', 'osRelease', 'osVersion',
+      'sshPort', 'state', 'status', 'totalCpuCapacity', 'totalMemoryCapacity', 'totalPhysicalMemory', 'username', 'uuid', 'zoneUuid',
     ]);
     for (const inv of [zone, cluster, host]) {
       expect(inv.uuid).toMatch(/^[0-9a-f]{32}$/);

@@ -218,6 +218,8 @@ describe('help', () => {
       'CreateVmInstance', 'StartVmInstance', 'StopVmInstance', 'RebootVmInstance', 'MigrateVm', 'DestroyVmInstance',
       'GetVmMigrationCandidateHosts', 'GetHostMaintenancePlan',
       'CreateMaintenanceWindow', 'QueryMaintenanceWindow', 'DeleteMaintenanceWindow',
+      // bootstrap tokens listed and revoked (issue 9)
+      'QueryBootstrapToken', 'DeleteBootstrapToken',
     ];
     expect(ACTIONS.map((a) => a.name).sort()).toEqual([...names].sort());
   });

@@ -144,8 +144,8 @@ describe('VMs', () => {
     expect(big.body.error.code).toBe('HOST_ALLOCATION.1000');
     expect(big.body.error.details).toMatch(/has not enough free memory/);
     expect(big.body.error.details).toMatch(/is not Enabled \(state:Disabled\)/);
-    const bad = await api('post', '/vm-instances', { params: { name: 'n', memorySize: 'lots', cpuNum: 1 } });
-    expect(bad.status).toBe(400);
+    const bad = await job(await api('post', '/vm-instances', { params: { name: 'n', memorySize: 'lots', cpuNum: 1 } }));
+    expect(bad.status).toBe(503);
     expect(bad.body.error.details).toMatch(/params.memorySize/);
   });
 
@@ -267,8 +267,8 @@ describe('maintenance', () => {
     const hs = [...hostUuidOf.values()];
     const h5 = hs[hs.length - 1]!;
     const mine = await fill(2, h5);
-    const p = await api('delete', `/hosts/${h5}?deleteMode=Permissive`);
-    expect(p.status).toBe(409);
+    const p = await job(await api('delete', `/hosts/${h5}?deleteMode=Permissive`));
+    expect(p.status).toBe(503);
     expect(p.body.error.code).toBe('SYS.1004');
     expect(p.body.error.details).toContain(mine[0].uuid);
     const e = await job(await api('delete', `/hosts/${h5}?deleteMode=Enforcing`));
