@@ -109,7 +109,7 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     const agents = new HostAgents(repo, clock, log, configs, hosts, { tls: pki, ...opts.agents });
     const reservations = new Reservations(repo, configs);
     const vmOps = new VmOps(repo, clock, log, configs, agents, reservations, opts.vms);
-    agents.vmBusy = (vmUuid) => vmOps.busy(vmUuid);
+    agents.vmBusy = (vmUuid) => vmOps.deferPush(vmUuid);
     agents.metrics = metrics;
     vmOps.metrics = metrics;
     const maintenance = new Maintenance(repo, log, configs, hosts, vmOps, runner, reservations);
@@ -120,6 +120,8 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     jobs.onSweep(() => auth.sweep());
     jobs.onSweep(() => sweepExpired(repo, 'bootstrapToken', clock.now()));
     jobs.onSweep(() => runner.sweep(JOB_TTL_MS));
+    // A migration whose flow ended without settling it (an agent silent for long) is asked again.
+    jobs.onSweep(() => vmOps.settleOrphans((f) => runner.isLive(f)));
     jobs.onSweep(() => pki.renewIfDue());
     if (!(await auth.adminExists())) {
       let password = opts.adminPassword;
@@ -147,6 +149,7 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
         jobs.stop();
         // Flows stop at a safe point and stay Running: the next start resumes them.
         await core.windows.stop();
+        reservations.close();
         await runner.stop();
         await deployer.stop();
         await agents.stop();

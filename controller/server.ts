@@ -129,6 +129,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
       void core.agents.loadAll()
         .catch((err) => core.log.error({ err: (err as Error).message }, 'start-up connect failed'))
         .then(() => core.runner.resumeAll())
+        .then(() => core.vmOps.settleOrphans((f) => core.runner.isLive(f)))
         .catch((err) => core.log.error({ err: (err as Error).message }, 'resuming flows failed'));
       void core.deployer.resumeDeployments().catch((err) => core.log.error({ err: (err as Error).message }, 'resuming deployments failed'));
     } else {
@@ -144,6 +145,9 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
           await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
             s.close(() => resolve());
             s.closeIdleConnections();
+            // Long-lived responses (the console's event streams, agent channels) never go
+            // idle: after a grace for requests in flight, they are cut.
+            setTimeout(() => s.closeAllConnections(), 2_000).unref();
           })));
           await core.close();
         })();

@@ -30,7 +30,7 @@ import type { GlobalConfigs } from '../services/configs.ts';
 import type { Hosts } from '../services/hosts.ts';
 import { hostRef } from '../services/inventory.ts';
 import type { JobHandle } from '../services/jobs.ts';
-import { syncInherentTags } from '../services/tags.ts';
+import { applyHostFacts } from '../services/facts.ts';
 import { applyAgentReport } from '../services/vms.ts';
 import type { Repository } from '../store/repository.ts';
 import { type Channel, openChannel } from './channel.ts';
@@ -39,15 +39,6 @@ import type { ControllerTls } from '../pki/ca.ts';
 import { liveness } from './liveness.ts';
 import { Semaphore } from './semaphore.ts';
 
-/** Host metadata tags from facts (contract: "Host metadata system tags"). */
-export function metadataTags(f: HostFacts): string[] {
-  const tags = [metadataTag.osDistribution(f.osDistribution), metadataTag.osRelease(f.osRelease), metadataTag.osVersion(f.osVersion)];
-  if (f.qemuImgVersion) tags.push(metadataTag.qemuImgVersion(f.qemuImgVersion));
-  if (f.libvirtVersion) tags.push(metadataTag.libvirtVersion(f.libvirtVersion));
-  if (f.hvm) tags.push(metadataTag.hvm(f.hvm));
-  if (f.liveSnapshot) tags.push(metadataTag.liveSnapshot());
-  return tags.filter((t) => !/::$/.test(t));
-}
 
 interface Tracked {
   uuid: string;
@@ -279,7 +270,7 @@ export class HostAgents {
         run: async () => {
           await this.repo.transaction(async (tx) => {
             const now = this.clock.now();
-            await syncInherentTags(tx, uuid, metadataTags(ctx.facts!), now);
+            await applyHostFacts(tx, uuid, ctx.facts!, now);
             const c = ctx.cap!;
             const h = await tx.update<HostRow>('host', uuid, {
               cpuNum: c.cpuNum, cpuSockets: c.cpuSockets, totalMemoryCapacity: c.totalMemory,

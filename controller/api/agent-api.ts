@@ -23,12 +23,12 @@ import { toHkError } from '../../protocol/errors.ts';
 import { type CaInfo, type CertificateRsp, PKI_PATHS } from '../../protocol/pki.ts';
 import type { HostRow } from '../../protocol/resources.ts';
 import { type ControllerEndpoint, isUuid, normalizeIp } from '../../protocol/values.ts';
-import { HostAgents, metadataTags } from '../agents/host-agents.ts';
+import { HostAgents } from '../agents/host-agents.ts';
+import { applyHostFacts } from '../services/facts.ts';
 import type { Core } from '../core.ts';
 import { BadPublicKey } from '../pki/ca.ts';
 import { checkBootstrapToken, TokenUnusable, useBootstrapToken } from '../services/bootstrap.ts';
 import { insertHost } from '../services/inventory.ts';
-import { syncInherentTags } from '../services/tags.ts';
 
 /**
  * The controller's own endpoint as seen from a request it serves: the port the request came
@@ -207,7 +207,7 @@ function makeRouter(core: Core, opts: AgentApiOptions): express.Router {
         return fail(res, 400, why);
       }
       const push = parsed.data;
-      await repo.transaction((tx) => syncInherentTags(tx, host.uuid, metadataTags(push.facts), clock.now()));
+      await repo.transaction((tx) => applyHostFacts(tx, host.uuid, push.facts, clock.now()));
       log.info({ host: host.uuid }, 'host facts changed (agent push)');
       res.status(200).json({ success: true });
     })().catch((err) => {

@@ -15,7 +15,6 @@ export function tagRoutes(api: Api): void {
     api.route('post', `/v1/${res.path}`, apiName, async (req, out, hdr) => {
       const b = parseBody(CreateTagBody, req.body);
       await api.instant(req, out, apiName, async (tx) => one(res, await createTag(tx, { ...b.params, type }, clock.now())), hdr);
-      core.reservations.invalidate();
     });
   }
   api.route('put', '/v1/system-tags/:uuid/actions', 'UpdateSystemTag', async (req, res, hdr) => {
@@ -23,7 +22,6 @@ export function tagRoutes(api: Api): void {
     const b = parseBody(UpdateSystemTagBody, req.body);
     if (!(await repo.get('tag', uuid))) throw notFound(`system tag[uuid:${uuid}] does not exist`);
     await api.instant(req, res, 'UpdateSystemTag', async (tx) => one(RESOURCES.systemTag, await updateSystemTag(tx, uuid, b.updateSystemTag.tag, clock.now())), hdr);
-    core.reservations.invalidate();
   });
   api.route('delete', '/v1/tags/:uuid', 'DeleteTag', async (req, res, hdr) => {
     const uuid = pathUuid(req, 'tag');
@@ -34,7 +32,5 @@ export function tagRoutes(api: Api): void {
       await deleteTag(tx, uuid);
       return {};
     }, hdr);
-    // Reserved memory tags change placement at once (the allocator's cache is dropped).
-    core.reservations.invalidate();
   });
 }

@@ -139,7 +139,12 @@ export class MaintenanceWindows {
     if (this.stopped) return;
     this.cancel?.();
     this.cancel = undefined;
-    void this.repo.all<MaintenanceWindowRow>('maintenanceWindow').then((all) => {
+    void this.repo.all<MaintenanceWindowRow>('maintenanceWindow').catch((err) => {
+      // A store error must not stop the windows for good: look again in a minute.
+      this.log.warn({ err: (err as Error).message }, 'maintenance windows could not be read; retrying');
+      this.cancel = this.clock.setTimer(60_000, () => this.arm());
+      return [] as MaintenanceWindowRow[];
+    }).then((all) => {
       if (this.stopped) return;
       const at = all.map((w) => (w.state === 'Active' ? w.activeUntil : w.nextFireDate)).filter((x): x is number => x !== null);
       if (at.length === 0) return;
@@ -161,10 +166,18 @@ export class MaintenanceWindows {
     }
   }
 
-  /** Puts the window's hosts into maintenance (those that can go: Connected, not already in it). */
+  /**
+   * Puts the window's hosts into maintenance (those that can go: Connected, not already in
+   * it). Active is recorded first and each host is added to `entered` as its maintenance
+   * starts, so a crash in between never leaves a host in maintenance that the window's end
+   * would not enable again.
+   */
   private async fire(w: MaintenanceWindowRow, firedAt: number): Promise<void> {
     const activeUntil = firedAt + w.durationMinutes * 60_000;
-    const entered: string[] = [];
+    await this.repo.transaction((tx) => tx.update<MaintenanceWindowRow>('maintenanceWindow', w.uuid, {
+      state: 'Active', lastFireDate: firedAt, activeUntil, entered: [], nextFireDate: this.next(w, activeUntil), lastOpDate: this.clock.now(),
+    }));
+    let entered = 0;
     for (const uuid of w.hostUuids) {
       const h = await this.repo.get<HostRow>('host', uuid);
       if (!h) continue;
@@ -174,16 +187,17 @@ export class MaintenanceWindows {
       }
       try {
         this.hosts.checkStateEvent(h, 'maintain');
-        await this.maintenance.start(h, { uuid: newUuid() });
-        entered.push(uuid);
+        // The host joins `entered` in the same transaction that records its maintenance.
+        await this.maintenance.start(h, { uuid: newUuid() }, async (tx) => {
+          const cur = await tx.get<MaintenanceWindowRow>('maintenanceWindow', w.uuid);
+          if (cur) await tx.update<MaintenanceWindowRow>('maintenanceWindow', w.uuid, { entered: [...cur.entered, uuid] });
+        });
+        entered++;
       } catch (err) {
         this.log.warn({ window: w.uuid, host: uuid, err: (err as HkError).details ?? (err as Error).message }, 'maintenance window could not start maintenance of a host');
       }
     }
-    await this.repo.transaction((tx) => tx.update<MaintenanceWindowRow>('maintenanceWindow', w.uuid, {
-      state: 'Active', lastFireDate: firedAt, activeUntil, entered, nextFireDate: this.next(w, activeUntil), lastOpDate: this.clock.now(),
-    }));
-    this.log.info({ window: w.uuid, name: w.name, hosts: entered.length, until: new Date(activeUntil).toISOString() }, 'maintenance window started');
+    this.log.info({ window: w.uuid, name: w.name, hosts: entered, until: new Date(activeUntil).toISOString() }, 'maintenance window started');
   }
 
   /**

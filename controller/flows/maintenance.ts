@@ -29,9 +29,9 @@ import { type Reservations, snapshotFor } from '../services/capacity.ts';
 import type { Hosts } from '../services/hosts.ts';
 import { hostRef } from '../services/inventory.ts';
 import type { JobRow } from '../services/jobs.ts';
-import type { Repository } from '../store/repository.ts';
+import type { Repository, Tx } from '../store/repository.ts';
 import { recordEvent } from '../events.ts';
-import type { DurableStep, FlowHandle, FlowRunner } from './runner.ts';
+import type { DurableStep, FlowHandle, FlowRow, FlowRunner } from './runner.ts';
 import type { VmOps } from './vm-ops.ts';
 
 export const MAINTENANCE = 'maintenance';
@@ -52,7 +52,6 @@ export interface MaintenanceCtx {
   hostUuid: string;
   /** The state to return to when the flow fails. */
   original: 'Enabled' | 'Disabled';
-  listed: boolean;
   items: EvacuationItem[];
   /** Unknown VMs, named in the result: neither migrated nor stopped. */
   unknown: string[];
@@ -108,13 +107,17 @@ export class Maintenance {
   }
 
   /** Starts maintenance of a Connected host (the API checked the event); a second one is refused. */
-  async start(host: HostRow, job: { uuid: string; webHook?: string }): Promise<JobRow> {
-    if ((await this.runner.unfinished<MaintenanceCtx>(MAINTENANCE, (c) => c.hostUuid === host.uuid)).length > 0) {
-      throw new HkError('SYS.1006', `${hostRef(host)} is already entering maintenance`);
-    }
+  async start(host: HostRow, job: { uuid: string; webHook?: string }, alsoInTx?: (tx: Tx) => Promise<void>): Promise<JobRow> {
     const original = host.state === 'Disabled' ? 'Disabled' : 'Enabled';
-    const ctx: MaintenanceCtx = { hostUuid: host.uuid, original, listed: false, items: [], unknown: [] };
-    return this.runner.start(MAINTENANCE, ctx, job);
+    const ctx: MaintenanceCtx = { hostUuid: host.uuid, original, items: [], unknown: [] };
+    // Checked in the transaction that records the flow: two requests at once start one.
+    return this.runner.start(MAINTENANCE, ctx, job, async (tx) => {
+      const running = (await tx.find<FlowRow>('flow', { kind: MAINTENANCE })).filter(
+        (f) => (f.status === 'Running' || f.status === 'RollingBack') && (f.ctx as MaintenanceCtx).hostUuid === host.uuid,
+      );
+      if (running.length > 0) throw new HkError('SYS.1006', `${hostRef(host)} is already entering maintenance`);
+      await alsoInTx?.(tx);
+    });
   }
 
   private steps(): DurableStep<MaintenanceCtx>[] {
@@ -264,7 +267,6 @@ export class Maintenance {
       // Back on the host (a migration settled on the source): try again, a bounded number of times.
       else if (item.phase === 'migrated' && item.attempts < ATTEMPTS + 1) item.phase = 'pending';
     }
-    ctx.listed = true;
   }
 
   /** Migrate, else stop (grace, then cold); `failed` when neither works. */
@@ -278,7 +280,7 @@ export class Maintenance {
         item.attempts++;
         try {
           const after = await this.vms.migrate(vm.uuid, {
-            flowUuid: f.uuid, evacuating: true,
+            flowUuid: f.uuid, evacuating: true, fromHostUuid: ctx.hostUuid,
             onStart: (t) => {
               item.target = t.uuid;
             },

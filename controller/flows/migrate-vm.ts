@@ -33,7 +33,7 @@ export function defineMigrateVm(runner: FlowRunner, repo: Repository, vmOps: VmO
             if (!vm) throw new HkError('VM.1000', `vm[uuid:${ctx.vmUuid}] is gone`);
             if (vm.hostUuid !== ctx.sourceHostUuid) return;
           }
-          await vmOps.migrate(ctx.vmUuid, { targetHostUuid: ctx.targetHostUuid, flowUuid: f.uuid });
+          await vmOps.migrate(ctx.vmUuid, { targetHostUuid: ctx.targetHostUuid, flowUuid: f.uuid, fromHostUuid: ctx.sourceHostUuid });
         },
       },
     ],

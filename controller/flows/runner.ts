@@ -178,6 +178,12 @@ export class FlowRunner {
     );
   }
 
+  /** A flow that is still to finish (running here, or to be resumed). */
+  async isLive(flowUuid: string): Promise<boolean> {
+    const f = await this.repo.get<FlowRow>('flow', flowUuid);
+    return !!f && (f.status === 'Running' || f.status === 'RollingBack');
+  }
+
   /** Waits for a flow running in this process to end (tests, cancel). */
   async settled(flowUuid: string): Promise<void> {
     await this.active.get(flowUuid)?.catch(() => undefined);
@@ -190,28 +196,36 @@ export class FlowRunner {
   }
 
   private launch(flowUuid: string, def: FlowDef<unknown>, resumed: boolean): void {
-    let jobUuid: string | null = null;
     const body = async (job?: JobHandle) => this.drive(flowUuid, def, resumed, job);
+    /** The flow's final status, written in the same transaction as its job's outcome. */
+    const finalize = async (tx: Tx, ok: boolean, error?: ErrorBody) => {
+      if (!(await tx.get('flow', flowUuid))) return;
+      await tx.update<FlowRow>('flow', flowUuid, { status: ok ? 'Succeeded' : 'Failed', ...(error ? { error } : {}), lastOpDate: this.clock.now() });
+    };
     const p = (async () => {
       const row = await this.repo.get<FlowRow>('flow', flowUuid);
-      jobUuid = row?.jobUuid ?? null;
+      const jobUuid = row?.jobUuid ?? null;
       if (jobUuid) {
-        // The job's outcome is recorded by Jobs.attach; a stop leaves it Running.
         await new Promise<void>((resolve) => {
-          this.jobs.attach(jobUuid!, def.apiName, async (job) => {
+          this.jobs.attach(jobUuid, def.apiName, async (job) => {
             try {
               return await body(job);
             } finally {
               resolve();
             }
-          });
+          }, (tx, done) => finalize(tx, done.status === 'Succeeded', done.error));
         });
       } else {
-        await body().catch((err) => {
-          if (!(err instanceof FlowStopped)) this.log.warn({ flow: flowUuid, err: (err as Error).message }, 'flow failed');
-        });
+        try {
+          await body();
+          await this.repo.transaction((tx) => finalize(tx, true));
+        } catch (err) {
+          if (err instanceof FlowStopped) return;
+          this.log.warn({ flow: flowUuid, err: (err as Error).message }, 'flow failed');
+          await this.repo.transaction((tx) => finalize(tx, false, toHkError(err).toBody()));
+        }
       }
-    })();
+    })().catch((err) => this.log.error({ flow: flowUuid, err: (err as Error)?.message }, 'flow could not run'));
     this.active.set(flowUuid, p);
     void p.finally(() => this.active.delete(flowUuid));
   }
@@ -284,13 +298,16 @@ export class FlowRunner {
         }
         await this.patch(flowUuid, { step: i });
       }
-      const failed = def.failure ? def.failure(error!, ctx) : error!;
-      await this.patch(flowUuid, { status: 'Failed', error: failed.toBody() });
-      throw failed;
+      // The final status is written with the job's outcome (launch: finalize).
+      throw def.failure ? def.failure(error!, ctx) : error!;
     }
-    const result = await def.result(ctx);
-    await this.patch(flowUuid, { status: 'Succeeded' });
-    return result;
+    try {
+      return await def.result(ctx);
+    } catch (err) {
+      // The work is done but its answer cannot be built (the host was deleted, say): the job
+      // fails, and the flow is finished rather than resumed at every start.
+      throw toHkError(err);
+    }
   }
 
   private async patch(flowUuid: string, p: Partial<FlowRow>): Promise<void> {

@@ -40,7 +40,7 @@ import { recompute, type Reservations } from '../services/capacity.ts';
 import type { GlobalConfigs } from '../services/configs.ts';
 import { hostRef } from '../services/inventory.ts';
 import {
-  checkHostRunsOps, checkTakesNewWork, checkVmOperation, insertVm, mustGetVm, type NewVm, place, setVm, settleMigration, stateFromAgent,
+  applyAgentReport, checkHostRunsOps, checkTakesNewWork, checkVmOperation, insertVm, mustGetVm, type NewVm, place, setVm, settleMigration, stateFromAgent,
 } from '../services/vms.ts';
 import type { Repository } from '../store/repository.ts';
 
@@ -93,6 +93,31 @@ export class VmOps {
     return (this.busySet.get(vmUuid) ?? 0) > 0;
   }
 
+  /**
+   * A push about this VM came in: true when an operation on it runs (the push is not applied
+   * then), and the VM is read again from its agent once the operation ends, so a change that
+   * happened meanwhile (a guest that crashed right after a reboot) is not lost.
+   */
+  deferPush(vmUuid: string): boolean {
+    if (!this.busy(vmUuid)) return false;
+    this.pushedDuringOp.add(vmUuid);
+    return true;
+  }
+  private readonly pushedDuringOp = new Set<string>();
+
+  /** After an operation that saw a push: the row follows what the agent says now. */
+  private async reread(vmUuid: string): Promise<void> {
+    const vm = await this.repo.get<VmRow>('vm', vmUuid);
+    const host = vm?.hostUuid ? await this.repo.get<HostRow>('host', vm.hostUuid) : undefined;
+    if (!vm || !host || host.status !== 'Connected') return;
+    const r = await this.call<VmListRsp>(host, AGENT_PATHS.vmList, {});
+    const a = r.vms.find((v) => v.uuid === vmUuid);
+    await this.repo.transaction(async (tx) => {
+      const h = await tx.get<HostRow>('host', host.uuid);
+      if (h) await applyAgentReport(tx, this.configs, this.clock.now(), h, a ? [a] : [], false, a ? [] : [vmUuid]);
+    });
+  }
+
   /** Runs `fn` as the VM's one operation at a time. */
   private exclusive<T>(vmUuid: string, fn: () => Promise<T>): Promise<T> {
     return this.queue.run(vmUuid, async () => {
@@ -103,6 +128,9 @@ export class VmOps {
         const n = (this.busySet.get(vmUuid) ?? 1) - 1;
         if (n <= 0) this.busySet.delete(vmUuid);
         else this.busySet.set(vmUuid, n);
+        if (n <= 0 && this.pushedDuringOp.delete(vmUuid)) {
+          void this.reread(vmUuid).catch((err) => this.log.info({ vm: vmUuid, err: (err as Error).message }, 'could not read a VM again after its operation'));
+        }
       }
     });
   }
@@ -304,10 +332,11 @@ export class VmOps {
    * the flow that owns the migration (resume finds it by that). `evacuating`: the source is
    * in PreMaintenance and this is its evacuation. Resolves with the VM where it ended.
    */
-  async migrate(vmUuid: string, opts: { targetHostUuid?: string; flowUuid: string; evacuating?: boolean; onStart?: (target: HostRow) => void }): Promise<VmRow> {
+  async migrate(vmUuid: string, opts: { targetHostUuid?: string; flowUuid: string; evacuating?: boolean; onStart?: (target: HostRow) => void; fromHostUuid?: string }): Promise<VmRow> {
     return this.exclusive(vmUuid, async () => {
       const m = await this.reserve(vmUuid, opts);
-      opts.onStart?.((await this.repo.get<HostRow>('host', m.targetHostUuid))!);
+      const target = await this.repo.get<HostRow>('host', m.targetHostUuid);
+      if (target) opts.onStart?.(target);
       // A duration for the metrics only (not a timer): the injected clock decides nothing here.
       const t0 = performance.now();
       try {
@@ -322,10 +351,14 @@ export class VmOps {
   }
 
   /** Picks the destination and records the migration, the reservation and Migrating at once. */
-  private async reserve(vmUuid: string, opts: { targetHostUuid?: string; flowUuid: string; evacuating?: boolean }): Promise<MigrationRow> {
+  private async reserve(vmUuid: string, opts: { targetHostUuid?: string; flowUuid: string; evacuating?: boolean; fromHostUuid?: string }): Promise<MigrationRow> {
     const reserved = await this.reservations.resolver();
     return this.repo.transaction(async (tx) => {
       const vm = await mustGetVm(tx, vmUuid);
+      // Asked to move it off one host, and another request moved it meanwhile: not twice.
+      if (opts.fromHostUuid && vm.hostUuid !== opts.fromHostUuid) {
+        throw new HkError('SYS.1006', `${vmRef(vm)} is no longer on host[uuid:${opts.fromHostUuid}] (it was moved meanwhile)`);
+      }
       checkVmOperation(vm, 'migrate');
       const source = await tx.get<HostRow>('host', vm.hostUuid ?? '');
       if (!source) throw new HkError('SYS.1006', `${vmRef(vm)} has no host to migrate it from`);
@@ -356,11 +389,14 @@ export class VmOps {
 
   /** Prepare on the destination, send from the source, then settle from what the agents report. */
   private async transfer(m: MigrationRow): Promise<VmRow> {
-    const [source, target] = [await this.host(m.sourceHostUuid), await this.host(m.targetHostUuid)];
-    const vm = (await this.repo.get<VmRow>('vm', m.uuid))!;
-    const was = vm.stateBeforeMigration === 'Paused' ? 'Paused' : 'Running';
     let failure: unknown;
+    let source: HostRow | undefined;
+    let target: HostRow | undefined;
     try {
+      // Everything after the reservation is inside the try: whatever fails, settle() decides.
+      [source, target] = [await this.host(m.sourceHostUuid), await this.host(m.targetHostUuid)];
+      const vm = (await this.repo.get<VmRow>('vm', m.uuid))!;
+      const was = vm.stateBeforeMigration === 'Paused' ? 'Paused' : 'Running';
       await this.call(target, AGENT_PATHS.vmPrepareMigration, { vm: { ...this.agentVm(vm), state: was }, token: m.token });
       // Agents speak only TLS; the source presents its own certificate from our CA.
       const destinationUrl = `https://${urlHost(target.managementIp)}:${target.agentPort ?? 7070}`;
@@ -370,11 +406,13 @@ export class VmOps {
       return await this.repo.transaction(async (tx) => (await settleMigration(tx, this.configs, this.clock.now(), m, { hostUuid: m.targetHostUuid, state: was }))!);
     } catch (err) {
       failure = err;
-      this.log.warn({ vm: m.uuid, from: source.uuid, to: target.uuid, err: (err as Error).message }, 'migration failed; asking both hosts where the VM is');
+      this.log.warn({ vm: m.uuid, from: m.sourceHostUuid, to: m.targetHostUuid, err: (err as Error).message }, 'migration failed; asking both hosts where the VM is');
     }
     const after = await this.settle(m);
     if (after?.hostUuid === m.targetHostUuid) return after;
-    throw new HkError('VM.1000', `migration of vm[uuid:${m.uuid}] from ${hostRef(source)} to ${hostRef(target)} failed${failure ? `: ${(failure as Error).message}` : ''}; the VM ${after ? `is ${after.state} on ${after.hostUuid === source.uuid ? 'its source host' : `host[uuid:${after.hostUuid}]`}` : 'is gone'}`);
+    const from = source ? hostRef(source) : `host[uuid:${m.sourceHostUuid}]`;
+    const to = target ? hostRef(target) : `host[uuid:${m.targetHostUuid}]`;
+    throw new HkError('VM.1000', `migration of vm[uuid:${m.uuid}] from ${from} to ${to} failed${failure ? `: ${(failure as Error).message}` : ''}; the VM ${after ? `is ${after.state} on ${after.hostUuid === m.sourceHostUuid ? 'its source host' : `host[uuid:${after.hostUuid}]`}` : 'is gone'}`);
   }
 
   /**
@@ -385,7 +423,8 @@ export class VmOps {
   async settle(m: MigrationRow, signal?: AbortSignal): Promise<VmRow | undefined> {
     const deadline = this.clock.now() + this.o.settleGiveUpMs;
     for (;;) {
-      const decision = await this.ask(m);
+      // An answer that cannot be had (an agent call failing mid-way) is a reason to ask again.
+      const decision = await this.ask(m).catch((err): { kind: 'wait'; why: string } => ({ kind: 'wait', why: (err as Error).message }));
       if (decision.kind === 'decided') {
         return this.repo.transaction((tx) => settleMigration(tx, this.configs, this.clock.now(), m, decision.where));
       }
@@ -420,6 +459,20 @@ export class VmOps {
       if (d.on === 'source' && r.vm) vm = r.vm;
     }
     return { kind: 'decided', where: { hostUuid: d.on === 'source' ? m.sourceHostUuid : m.targetHostUuid, state: stateFromAgent(vm) } };
+  }
+
+  /**
+   * Migrations whose flow is gone or finished (a settle gave up, say): settled again, so no VM
+   * stays Migrating and no reservation stays held. Run at start and on the housekeeping timer.
+   */
+  async settleOrphans(isLive: (flowUuid: string) => Promise<boolean>): Promise<number> {
+    let n = 0;
+    for (const m of await this.repo.all<MigrationRow>('migration')) {
+      if (this.busy(m.uuid) || (await isLive(m.flowUuid))) continue;
+      n++;
+      await this.resumeMigration(m).catch((err) => this.log.warn({ vm: m.uuid, err: (err as Error).message }, 'an orphaned migration is still unsettled'));
+    }
+    return n;
   }
 
   /** Migrations recorded by a flow (resume). */

@@ -24,7 +24,7 @@ import { reservedMemoryOf } from '../../protocol/tags.ts';
 import type { HostSnapshot, PlacementRequest } from '../allocator/allocator.ts';
 import type { ReadOps, Tx } from '../store/repository.ts';
 import type { GlobalConfigs } from './configs.ts';
-import type { ReservedSource } from './tags.ts';
+import { onReservedMemoryTagChange, type ReservedSource } from './tags.ts';
 
 export const cpuRatio = (configs: GlobalConfigs) => configs.getInt('host', 'cpu.overProvisioning.ratio');
 
@@ -82,6 +82,14 @@ export class Reservations {
       configs.onChange('hostAllocator', name, () => this.invalidate());
     }
     configs.onChange('kvm', 'reservedMemory', () => this.invalidate());
+    this.unsubscribe = onReservedMemoryTagChange(() => this.invalidate());
+  }
+
+  private readonly unsubscribe: () => void;
+
+  /** Stops listening for tag changes (the core closes). */
+  close(): void {
+    this.unsubscribe();
   }
 
   invalidate(): void {
@@ -105,7 +113,11 @@ export class Reservations {
       }
       return { host, parent };
     })();
-    const built = await this.building;
+    // A failed scan is not kept: the next placement tries again.
+    const built = await this.building.catch((err) => {
+      this.building = undefined;
+      throw err;
+    });
     if (gen === this.generation) this.tags = built;
     return built;
   }

@@ -202,9 +202,10 @@ export class Jobs {
 
   /**
    * Runs `work` for a recorded Running job (a new one, or one a restart cut that a durable
-   * flow resumes) and records its outcome.
+   * flow resumes) and records its outcome; `inTx` writes what must commit with that outcome
+   * (a durable flow's final status: a crash between the two would leave them disagreeing).
    */
-  attach(uuid: string, apiName: string, work: (job: JobHandle) => Promise<unknown>): void {
+  attach(uuid: string, apiName: string, work: (job: JobHandle) => Promise<unknown>, inTx?: (tx: Tx, done: JobRow) => Promise<void>): void {
     const handle = this.handle(uuid);
     const p = (async () => {
       let patch: Partial<JobRow>;
@@ -222,6 +223,7 @@ export class Jobs {
       if (!(await this.repo.get('job', uuid))) return; // expired or removed meanwhile
       const done = await this.repo.transaction(async (tx) => {
         const row = await tx.update<JobRow>('job', uuid, { ...patch, lastOpDate: this.clock.now() });
+        await inTx?.(tx, row);
         await recordEvent(tx, {
           type: 'JobFinished', resourceType: 'ApiJob', resourceUuid: uuid, resourceName: apiName, to: row.status,
           severity: row.status === 'Failed' ? 'warning' : 'info',

@@ -40,6 +40,23 @@ export function checkSystemTag(tag: string, resourceType: ResourceType, field = 
   if (problem) throw invalidArgument(`${field}[${tag}]: ${problem}`);
 }
 
+/**
+ * Who hears that a reserved-memory tag changed (the allocator's cache, services/capacity.ts),
+ * after the change commits, wherever it came from: the tag API, tags given with a create, a
+ * deleted resource taking its tags along.
+ */
+const reservedMemoryListeners = new Set<() => void>();
+export function onReservedMemoryTagChange(fn: () => void): () => void {
+  reservedMemoryListeners.add(fn);
+  return () => reservedMemoryListeners.delete(fn);
+}
+function touched(tx: Tx, tag: string): void {
+  if (reservedMemoryOf(tag, 'host') === undefined && reservedMemoryOf(tag, 'parent') === undefined) return;
+  tx.onCommit(() => {
+    for (const fn of reservedMemoryListeners) fn();
+  });
+}
+
 export async function createTag(tx: Tx, t: NewTag, now: number, inherent = false, field = 'tag'): Promise<TagRow> {
   if (!RESOURCE_TYPES.includes(t.resourceType)) {
     throw invalidArgument(`resourceType[${t.resourceType}] must be one of ${RESOURCE_TYPES.join(', ')}`);
@@ -67,6 +84,7 @@ export async function createTag(tx: Tx, t: NewTag, now: number, inherent = false
     uuid: newUuid(), resourceType: t.resourceType, resourceUuid: t.resourceUuid, tag: t.tag, type: t.type,
     inherent, createDate: now, lastOpDate: now,
   };
+  touched(tx, t.tag);
   return tx.insert('tag', row);
 }
 
@@ -76,6 +94,7 @@ export async function deleteTag(tx: Tx, uuid: string): Promise<void> {
   if (row.inherent) {
     throw new HkError('SYS.1006', `tag[uuid:${uuid}, tag:${row.tag}] is inherent: the controller writes it on every host connect and it cannot be deleted`);
   }
+  touched(tx, row.tag);
   await tx.remove('tag', uuid);
 }
 
@@ -88,12 +107,16 @@ export async function updateSystemTag(tx: Tx, uuid: string, tag: string, now: nu
   if (oldFmt !== matchSystemTag(tag)) {
     throw invalidArgument(`tag[${tag}] must keep the format of the tag it replaces (${oldFmt?.format ?? row.tag})`);
   }
+  touched(tx, tag);
   return tx.update<TagRow>('tag', uuid, { tag, lastOpDate: now });
 }
 
 /** Removes every tag of a resource (the resource is being deleted). */
 export async function removeTagsOf(tx: Tx, resourceUuid: string): Promise<void> {
-  for (const t of await tx.find<TagRow>('tag', { resourceUuid })) await tx.remove('tag', t.uuid);
+  for (const t of await tx.find<TagRow>('tag', { resourceUuid })) {
+    touched(tx, t.tag);
+    await tx.remove('tag', t.uuid);
+  }
 }
 
 /**

@@ -67,7 +67,7 @@ describe('hostkeeper CLI against a real controller', () => {
     expect((await cli('QueryGlobalConfig', 'category=host', 'name=ping.interval')).out.inventories[0].value).toBe('30');
     const bad = await cli('UpdateGlobalConfig', 'category=host', 'name=ping.interval', 'value=0');
     expect(bad.code).toBe(1);
-    expect(bad.err).toMatch(/integer > 0/);
+    expect(bad.err).toMatch(/integer from 1 to 86400/);
 
     const tag = (await cli('CreateSystemTag', 'resourceType=HostVO', `resourceUuid=${host.uuid}`, 'tag=reservedMemory::1G')).out.inventory;
     expect((await cli('QuerySystemTag', `resourceUuid=${host.uuid}`)).out.inventories.map((t: any) => t.tag)).toEqual(['reservedMemory::1G']);
