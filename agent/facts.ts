@@ -186,14 +186,17 @@ export async function readBootId(probe: SystemProbe): Promise<string> {
 }
 
 const FACT_KEYS: (keyof HostFacts)[] = [
-  'osDistribution', 'osRelease', 'osVersion', 'qemuImgVersion', 'libvirtVersion', 'hvm', 'cpuModel', 'cpuCores', 'cpuSockets',
+  'osDistribution', 'osRelease', 'osVersion', 'architecture', 'qemuImgVersion', 'libvirtVersion', 'hvm', 'cpuModel', 'cpuCores', 'cpuSockets',
   'cpuNum', 'cpuMhz', 'memoryBytes', 'bootId', 'agentVersion', 'hypervisor', 'liveSnapshot',
 ];
+
+/** The machine's name as `uname -m` says it (Node names x86_64 x64 and aarch64 arm64). */
+export const MACHINE_ARCH: string = ({ x64: 'x86_64', arm64: 'aarch64', ia32: 'i686', ppc64: 'ppc64le' } as Record<string, string>)[process.arch] ?? process.arch;
 
 /** The facts in one fixed key order (what is pushed and compared). */
 export function canonicalFacts(f: HostFacts): HostFacts {
   const out = {} as Record<string, unknown>;
-  for (const k of FACT_KEYS) out[k] = f[k];
+  for (const k of FACT_KEYS) if (f[k] !== undefined) out[k] = f[k];
   return out as unknown as HostFacts;
 }
 

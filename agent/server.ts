@@ -42,7 +42,7 @@ import { DriverError, type HypervisorDriver, plainVm } from './drivers/driver.ts
 import { LibvirtDriver } from './drivers/libvirt.ts';
 import { SimulatorDriver, type SimulatorOptions } from './drivers/simulator.ts';
 import { deliverVm } from './delivery.ts';
-import { canonicalFacts, type SystemProbe, sameFacts } from './facts.ts';
+import { canonicalFacts, MACHINE_ARCH, type SystemProbe, sameFacts } from './facts.ts';
 import { answerError, joinUrl, postJson } from './http-client.ts';
 import type { Limiter } from './limiter.ts';
 import { createAgentLogger, type Logger } from './log.ts';
@@ -465,7 +465,7 @@ export class Agent implements RunningAgent {
     this.gathering ??= (async () => {
       const [hw, bootId] = await Promise.all([this.driver.hostFacts(), this.driver.bootId()]);
       this.bootIdValue = bootId;
-      return canonicalFacts({ ...hw, bootId, agentVersion: AGENT_VERSION, hypervisor: this.driver.kind });
+      return canonicalFacts({ ...hw, architecture: MACHINE_ARCH, bootId, agentVersion: AGENT_VERSION, hypervisor: this.driver.kind });
     })().finally(() => {
       this.gathering = undefined;
     });

@@ -29,6 +29,7 @@ export const HostFactsSchema = z.strictObject({
   osDistribution: text(255),
   osRelease: text(255),
   osVersion: text(255),
+  architecture: token(32).optional(),
   qemuImgVersion: version.nullable(),
   libvirtVersion: version.nullable(),
   hvm: z.enum(['vmx', 'svm']).nullable(),

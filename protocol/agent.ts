@@ -186,6 +186,8 @@ export interface HostFacts {
   osDistribution: string;
   osRelease: string;
   osVersion: string;
+  /** `uname -m`'s name for the machine (x86_64, aarch64): ZStack's KVMHostInventory.architecture. Older agents omit it. */
+  architecture?: string;
   /** null when the tool is absent. */
   qemuImgVersion: string | null;
   libvirtVersion: string | null;

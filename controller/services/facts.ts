@@ -20,7 +20,7 @@ export function metadataTags(f: HostFacts): string[] {
   return tags.filter((t) => !/::$/.test(t));
 }
 
-export async function applyHostFacts(tx: Tx, hostUuid: string, f: HostFacts & { architecture?: string }, now: number): Promise<void> {
+export async function applyHostFacts(tx: Tx, hostUuid: string, f: HostFacts, now: number): Promise<void> {
   await syncInherentTags(tx, hostUuid, metadataTags(f), now);
   const host = await tx.get<HostRow>('host', hostUuid);
   if (!host) return;

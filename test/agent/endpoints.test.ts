@@ -86,6 +86,7 @@ describe('facts and capacity', () => {
       success: true,
       facts: {
         ...TEST_OS,
+        architecture: expect.stringMatching(/^[a-z0-9_]+$/),
         qemuImgVersion: '7.2.0',
         libvirtVersion: '9.0.0',
         hvm: 'vmx',
