@@ -43,6 +43,8 @@ export interface Core {
   vmOps: VmOps;
   maintenance: Maintenance;
   hostOps: HostOps;
+  /** The name resolver AddKVMHost uses (CoreOptions.lookup; default the system's). */
+  lookup?: (name: string) => Promise<unknown>;
   windows: MaintenanceWindows;
   /** Reserved memory per host, cached for the allocator (invalidated when a tag changes). */
   reservations: Reservations;
@@ -74,6 +76,8 @@ export interface CoreOptions {
   agents?: HostAgentsOptions;
   /** Agent deployment over SSH (AddKVMHost); dataDir and advertiseUrl come from above. */
   deploy?: Partial<Omit<DeployerOptions, 'dataDir'>>;
+  /** How names are resolved (AddKVMHost's managementIp); tests pass a fake that reaches no DNS server. */
+  lookup?: (name: string) => Promise<unknown>;
   /** VM operation timeouts (tests shorten them). */
   vms?: VmOpsOptions;
   /** Default: a PromMetrics of its own (served at /metrics). */
@@ -142,7 +146,7 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     });
     const core: Core = {
       repo, clock, log, configs, jobs, auth, hosts, agents, deployer, runner, vmOps, maintenance, reservations, events, metrics,
-      pki, agentFence, agentPort: 0,
+      pki, agentFence, agentPort: 0, lookup: opts.lookup,
       hostOps: undefined as unknown as HostOps,
       windows: undefined as unknown as MaintenanceWindows,
       async close() {

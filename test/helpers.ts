@@ -16,6 +16,14 @@ import { refusingSsh } from './fakes/ssh.ts';
 
 export const ADMIN_PASSWORD = 'test-admin-password';
 
+/** Names tests may use as managementIp; anything else does not resolve. No DNS server is asked. */
+export const TEST_NAMES: Record<string, string> = { 'kvm-1.test': '10.77.0.1', 'kvm-2.test': '10.77.0.2' };
+export async function fakeLookup(name: string): Promise<{ address: string; family: number }> {
+  const address = TEST_NAMES[name.toLowerCase()];
+  if (!address) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${name}`), { code: 'ENOTFOUND' });
+  return { address, family: 4 };
+}
+
 export interface TestController {
   core: Core;
   app: Express;
@@ -37,7 +45,7 @@ export async function makeController(opts: { dir?: string; clock?: FakeClock; lo
   const clock = opts.clock ?? new FakeClock();
   // No test controller reaches for a real host: SSH is a fake that refuses unless a test says otherwise.
   const deploy = { sshOpen: refusingSsh(), ...opts.deploy };
-  const core = await openCore({ dataDir: dir, adminPassword: ADMIN_PASSWORD, clock, log: opts.log ?? silentLog(), sync: false, deploy });
+  const core = await openCore({ dataDir: dir, adminPassword: ADMIN_PASSWORD, clock, log: opts.log ?? silentLog(), sync: false, deploy, lookup: fakeLookup });
   const app = createApp(core);
   const res = await request(app).put('/zstack/v1/accounts/login').send({ logInByAccount: { accountName: 'admin', password: ADMIN_PASSWORD } });
   if (res.status !== 200) throw new Error(`login failed: ${res.status} ${JSON.stringify(res.body)}`);

@@ -6,6 +6,7 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { HkError, invalidArgument, notFound } from '../../protocol/errors.ts';
+import { normalizeManagementAddress } from '../../protocol/values.ts';
 import { one } from '../../protocol/inventory.ts';
 import { type HostRow, RESOURCES, type VmRow } from '../../protocol/resources.ts';
 import { type ApiStateEvent, inMaintenance } from '../../protocol/states.ts';
@@ -55,10 +56,12 @@ export class HostOps {
    * job does any work, or the job fails with SYS.1007 naming it (not deep in the SSH step).
    */
   async checkResolves(address: string, field = 'params.managementIp'): Promise<void> {
-    if (isIP(address)) return;
+    // A malformed or forbidden address is refused by the host record itself, in its words.
+    const n = normalizeManagementAddress(address);
+    if (n.problem !== undefined || isIP(n.address)) return;
     const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${RESOLVE_TIMEOUT_MS / 1000} s`)), RESOLVE_TIMEOUT_MS).unref());
     try {
-      await Promise.race([lookup(address), timeout]);
+      await Promise.race([(this.core.lookup ?? lookup)(n.address), timeout]);
     } catch (err) {
       const why = (err as NodeJS.ErrnoException).code === 'ENOTFOUND' ? 'no such name' : (err as Error).message;
       throw invalidArgument(`${field}[${address}] does not resolve to an address (${why})`);
