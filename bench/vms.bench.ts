@@ -88,12 +88,14 @@ async function cluster(admin: Admin, zoneName: string): Promise<string> {
 async function fleet(c: RunningController, admin: Admin, clusterUuid: string, count: number, firstIp: string, migrateMs: number): Promise<HostRow[]> {
   const tk = await admin.http.request('POST', '/zstack/v1/hosts/bootstrap-tokens', { params: { clusterUuid, ttlSeconds: 3600 } });
   process.env.HK_SIM_INJECT = JSON.stringify([{ op: 'migrate', delayMs: migrateMs }]);
-  const f = await startFleet({ count, controllerUrl: c.url, token: JSON.parse(tk.body).inventory.token, stateDir: tmp('hk-bench-fleet-'), firstIp, logLevel: 'error' });
+  const inv = JSON.parse(tk.body).inventory;
+  const f = await startFleet({ count, controllerUrl: c.url, token: inv.token, caCertHash: inv.caCertHash, stateDir: tmp('hk-bench-fleet-'), firstIp, logLevel: 'error' });
   delete process.env.HK_SIM_INJECT;
   fleets.push(f);
-  for (;;) {
+  for (const end = Date.now() + 120_000; ;) {
     const hosts = (await c.core.repo.find<HostRow>('host', { clusterUuid })).filter((h) => h.status === 'Connected');
     if (hosts.length === count) return hosts.sort((a, b) => a.managementIp.localeCompare(b.managementIp, 'en', { numeric: true }));
+    if (Date.now() > end) throw new Error(`only ${hosts.length} of ${count} simulated hosts connected within 2 minutes`);
     await new Promise((ok) => setTimeout(ok, 100));
   }
 }
