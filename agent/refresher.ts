@@ -12,6 +12,7 @@
  * both match, as in node-cron; times are the host's local time.
  */
 import cron from 'node-cron';
+import { cronFields, type CronFields, nextCronTime as nextInZone } from '../protocol/cron.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { createLimiter } from './limiter.ts';
 import type { Logger } from './log.ts';
@@ -23,47 +24,20 @@ export interface Refreshable {
 /** Every 5 minutes, at second 0. */
 export const DEFAULT_FACTS_CRON = '*/5 * * * *';
 
-export interface CronFields {
-  second: number[];
-  minute: number[];
-  hour: number[];
-  dayOfMonth: number[];
-  month: number[];
-  dayOfWeek: number[];
-}
+export type { CronFields };
 
-/** Parses with node-cron; refuses what nextCronTime cannot evaluate (L, W, #). */
+/** The agent's local zone: facts schedules are read in the host's local time. */
+const LOCAL_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+
+/** Parses with node-cron; refuses what protocol/cron.ts cannot evaluate (L, W, #). */
 export function parseCron(expression: string): CronFields {
   if (!cron.validate(expression)) throw new Error(`facts schedule [${expression}] is not a cron expression`);
-  const p = cron.parse(expression);
-  const nums = (name: keyof CronFields, xs: (number | string)[]) => {
-    if (xs.some((x) => typeof x !== 'number')) throw new Error(`facts schedule [${expression}]: ${name} may only hold numbers (no L, W or #)`);
-    return [...new Set((xs as number[]).map((x) => (name === 'dayOfWeek' ? x % 7 : x)))].sort((a, b) => a - b);
-  };
-  return {
-    second: nums('second', p.second), minute: nums('minute', p.minute), hour: nums('hour', p.hour),
-    dayOfMonth: nums('dayOfMonth', p.dayOfMonth), month: nums('month', p.month), dayOfWeek: nums('dayOfWeek', p.dayOfWeek),
-  };
+  return cronFields(cron.parse(expression), `facts schedule ${expression}`);
 }
 
-/** The first time strictly after `afterMs` (local time) that matches; throws if none within 8 years. */
+/** The first time strictly after `afterMs` (the host's local time) that matches. */
 export function nextCronTime(f: CronFields, afterMs: number): number {
-  const start = new Date(Math.floor(afterMs / 1000) * 1000 + 1000);
-  let day = new Date(start.getFullYear(), start.getMonth(), start.getDate());
-  for (let i = 0; i < 366 * 8; i++) {
-    if (f.month.includes(day.getMonth() + 1) && f.dayOfMonth.includes(day.getDate()) && f.dayOfWeek.includes(day.getDay())) {
-      for (const h of f.hour) {
-        for (const m of f.minute) {
-          for (const s of f.second) {
-            const t = new Date(day.getFullYear(), day.getMonth(), day.getDate(), h, m, s).getTime();
-            if (t > afterMs) return t;
-          }
-        }
-      }
-    }
-    day = new Date(day.getFullYear(), day.getMonth(), day.getDate() + 1);
-  }
-  throw new Error('the facts schedule never fires');
+  return nextInZone(f, afterMs, LOCAL_ZONE);
 }
 
 export class FactsRefresher {

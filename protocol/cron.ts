@@ -1,7 +1,7 @@
 /**
  * When a cron expression next fires, in a given time zone: the evaluation half of a cron
- * schedule, for the controller's maintenance windows (the agent's facts schedule, in local
- * time only, still has its own in agent/refresher.ts).
+ * schedule, shared by the agent (its facts schedule, in the host's local time) and the
+ * controller (maintenance windows, in the window's zone).
  * Parsing and validation stay with node-cron on each side (protocol/ imports no npm package
  * but zod); this takes node-cron's parsed fields. Why not node-cron's own runner: it reads the
  * wall clock and starts its own timers, so a test could not move time; here the caller arms
