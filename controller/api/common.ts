@@ -5,7 +5,8 @@
  */
 import type { NextFunction, Request, Response, Router } from 'express';
 import { HkError, invalidArgument, notFound } from '../../protocol/errors.ts';
-import { DELETE_MODES } from '../../protocol/api.ts';
+import type { z } from 'zod';
+import { DELETE_MODES, parseBody } from '../../protocol/api.ts';
 import { isUuid } from '../../protocol/values.ts';
 import type { Core } from '../core.ts';
 import type { DeleteMode } from '../services/inventory.ts';
@@ -27,6 +28,30 @@ export function deleteModeOf(req: Request): DeleteMode {
     throw invalidArgument(`deleteMode[${String(m)}] must be one of ${DELETE_MODES.join(', ')}`);
   }
   return m as DeleteMode;
+}
+
+/**
+ * The body of a `PUT .../actions` call: exactly one action of `actions` (ZStack's shape,
+ * `{"<action>": {...}}`, tags allowed beside it), its parameters checked by the action's schema.
+ */
+export function parseAction<A extends Record<string, z.ZodType>>(body: unknown, actions: A): { action: keyof A & string; params: Rec; body: Rec } {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw invalidArgument('body must be an object holding one action');
+  const b = body as Rec;
+  const given = Object.keys(b).filter((k) => k !== 'systemTags' && k !== 'userTags');
+  const known = Object.keys(actions);
+  if (given.length !== 1 || !known.includes(given[0]!)) {
+    throw invalidArgument(`body must hold exactly one action of ${known.join(', ')}; got ${given.join(', ') || 'none'}`);
+  }
+  const action = given[0] as keyof A & string;
+  return { action, params: parseBody(actions[action]!, b[action], action) as Rec, body: b };
+}
+
+/** The API name of an action call, for the job (ZStack names each action's API): `changeHostState` -> ChangeHostState. */
+export function actionApiName(actions: Record<string, unknown>, fallback: string) {
+  return (req: { body?: unknown }) => {
+    const k = Object.keys((req.body as Rec | undefined) ?? {}).find((x) => x in actions);
+    return k ? k[0]!.toUpperCase() + k.slice(1) : fallback;
+  };
 }
 
 export function pathUuid(req: Request, what: string): string {

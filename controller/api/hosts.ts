@@ -4,14 +4,13 @@
  * (services/, flows/, deploy/) and formats.
  */
 import { ActionTags, AddKvmHostBody, HOST_ACTIONS, parseBody } from '../../protocol/api.ts';
-import { invalidArgument } from '../../protocol/errors.ts';
 import { one } from '../../protocol/inventory.ts';
 import { type HostRow, RESOURCES } from '../../protocol/resources.ts';
 import { HostAgents } from '../agents/host-agents.ts';
 import { controllerEndpoint } from './agent-api.ts';
 import { KEEP_ON_FAILURE_TAG } from '../deploy/deployer.ts';
 import { insertHost, updateHost } from '../services/inventory.ts';
-import { type Api, deleteModeOf, h, pathUuid, type Rec } from './common.ts';
+import { actionApiName, type Api, deleteModeOf, h, parseAction, pathUuid, type Rec } from './common.ts';
 
 export function hostRoutes(api: Api): void {
   const { core, router } = api;
@@ -40,22 +39,9 @@ export function hostRoutes(api: Api): void {
     res.status(200).json({ inventories: await maintenance.plan(uuid) });
   }));
 
-  // The API name follows the action in the body (ZStack names each action's API).
-  const actionApi = (req: { body?: unknown }) => {
-    const k = Object.keys((req.body as Rec | undefined) ?? {}).find((x) => x in HOST_ACTIONS);
-    return k ? k[0]!.toUpperCase() + k.slice(1) : 'HostAction';
-  };
-  api.route('put', '/v1/hosts/:uuid/actions', actionApi, async (req, res, hdr) => {
+  api.route('put', '/v1/hosts/:uuid/actions', actionApiName(HOST_ACTIONS, 'HostAction'), async (req, res, hdr) => {
     const uuid = pathUuid(req, 'host');
-    const body = req.body as Rec | undefined;
-    if (!body || typeof body !== 'object' || Array.isArray(body)) throw invalidArgument('body must be an object holding one action');
-    const actions = Object.keys(body).filter((k) => k !== 'systemTags' && k !== 'userTags');
-    const known = Object.keys(HOST_ACTIONS);
-    if (actions.length !== 1 || !known.includes(actions[0]!)) {
-      throw invalidArgument(`body must hold exactly one action of ${known.join(', ')}; got ${actions.join(', ') || 'none'}`);
-    }
-    const action = actions[0] as keyof typeof HOST_ACTIONS;
-    const params = parseBody(HOST_ACTIONS[action], body[action], action) as Rec;
+    const { action, params, body } = parseAction(req.body, HOST_ACTIONS);
     parseBody(ActionTags, { systemTags: body.systemTags, userTags: body.userTags });
     await hosts.mustGet(uuid);
     switch (action) {

@@ -13,7 +13,7 @@ import { allocate, describeDrop } from '../allocator/allocator.ts';
 import { snapshotFor } from '../services/capacity.ts';
 import { MIGRATE_VM, type MigrateCtx } from '../flows/migrate-vm.ts';
 import { mustGetVm } from '../services/vms.ts';
-import { type Api, deleteModeOf, h, pathUuid, type Rec } from './common.ts';
+import { actionApiName, type Api, deleteModeOf, h, parseAction, pathUuid, type Rec } from './common.ts';
 
 /** A MAC in QEMU's locally administered range 52:54:00 when none is given. */
 const newMac = () => `52:54:00:${[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
@@ -36,21 +36,9 @@ export function vmRoutes(api: Api): void {
     await api.long(req, res, 'CreateVmInstance', async () => one(RESOURCES.vm, await vmOps.create(uuid, request)), hdr);
   });
 
-  const actionApi = (req: { body?: unknown }) => {
-    const k = Object.keys((req.body as Rec | undefined) ?? {}).find((x) => x in VM_ACTIONS);
-    return k ? k[0]!.toUpperCase() + k.slice(1) : 'VmInstanceAction';
-  };
-  api.route('put', '/v1/vm-instances/:uuid/actions', actionApi, async (req, res, hdr) => {
+  api.route('put', '/v1/vm-instances/:uuid/actions', actionApiName(VM_ACTIONS, 'VmInstanceAction'), async (req, res, hdr) => {
     const uuid = pathUuid(req, 'vm');
-    const body = req.body as Rec | undefined;
-    if (!body || typeof body !== 'object' || Array.isArray(body)) throw invalidArgument('body must be an object holding one action');
-    const actions = Object.keys(body).filter((k) => k !== 'systemTags' && k !== 'userTags');
-    const known = Object.keys(VM_ACTIONS);
-    if (actions.length !== 1 || !known.includes(actions[0]!)) {
-      throw invalidArgument(`body must hold exactly one action of ${known.join(', ')}; got ${actions.join(', ') || 'none'}`);
-    }
-    const action = actions[0] as keyof typeof VM_ACTIONS;
-    const params = parseBody(VM_ACTIONS[action], body[action], action) as Rec;
+    const { action, params } = parseAction(req.body, VM_ACTIONS);
     await mustGetVm(repo, uuid);
     const fmt = (vm: object) => one(RESOURCES.vm, vm);
     switch (action) {
