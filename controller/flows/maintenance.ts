@@ -120,27 +120,27 @@ export class Maintenance {
     });
   }
 
+  /** A state change of the host: in its queue, in one transaction that reads it first. */
+  private inHost<T>(hostUuid: string, fn: (tx: Tx, host: HostRow | undefined) => Promise<T>): Promise<T> {
+    return this.hosts.queue.run(hostUuid, () => this.repo.transaction(async (tx) => fn(tx, await tx.get<HostRow>('host', hostUuid))));
+  }
+
   private steps(): DurableStep<MaintenanceCtx>[] {
     return [
       {
         name: 'enter-pre-maintenance',
         run: async (ctx) => {
-          await this.hosts.queue.run(ctx.hostUuid, () =>
-            this.repo.transaction(async (tx) => {
-              const h = await tx.get<HostRow>('host', ctx.hostUuid);
+          await this.inHost(ctx.hostUuid, async (tx, h) => {
               if (!h) throw new HkError('HOST.1001', `host[uuid:${ctx.hostUuid}] was deleted`);
               if (h.state !== 'PreMaintenance') {
                 await this.hosts.applyStateEvent(tx, ctx.hostUuid, 'preMaintain');
                 await recordEvent(tx, { type: 'MaintenanceStarted', resourceType: 'HostVO', resourceUuid: h.uuid, resourceName: h.name, hostUuid: h.uuid, message: `maintenance of host[name:${h.name}, uuid:${h.uuid}] started` });
               }
-            }),
-          );
+            });
         },
         // Back to where it was, unless an admin already chose another state (cancel).
         rollback: async (ctx) => {
-          await this.hosts.queue.run(ctx.hostUuid, () =>
-            this.repo.transaction(async (tx) => {
-              const h = await tx.get<HostRow>('host', ctx.hostUuid);
+          await this.inHost(ctx.hostUuid, async (tx, h) => {
               if (h) {
                 const how = h.state === 'PreMaintenance' ? `failed; back to ${ctx.original}` : `stopped: the host was set to ${h.state}`;
                 await recordEvent(tx, { type: 'MaintenanceFailed', severity: 'error', resourceType: 'HostVO', resourceUuid: h.uuid, resourceName: h.name, hostUuid: h.uuid, message: `maintenance of host[name:${h.name}, uuid:${h.uuid}] ${how}` });
@@ -148,24 +148,20 @@ export class Maintenance {
               if (h?.state !== 'PreMaintenance') return;
               const back: HostStateEvent = ctx.original === 'Disabled' ? 'disable' : 'enable';
               await this.hosts.applyStateEvent(tx, ctx.hostUuid, back);
-            }),
-          );
+            });
         },
       },
       { name: 'evacuate-vms', run: (ctx, f) => this.evacuate(ctx, f) },
       {
         name: 'enter-maintenance',
         run: async (ctx) => {
-          await this.hosts.queue.run(ctx.hostUuid, () =>
-            this.repo.transaction(async (tx) => {
-              const h = await tx.get<HostRow>('host', ctx.hostUuid);
+          await this.inHost(ctx.hostUuid, async (tx, h) => {
               if (!h) throw new HkError('HOST.1001', `host[uuid:${ctx.hostUuid}] was deleted`);
               if (h.state === 'Maintenance') return;
               if (h.state !== 'PreMaintenance') throw this.cancelledError(ctx, h.state);
               await this.hosts.applyStateEvent(tx, ctx.hostUuid, 'maintain');
               await recordEvent(tx, { type: 'MaintenanceDone', resourceType: 'HostVO', resourceUuid: h.uuid, resourceName: h.name, hostUuid: h.uuid, message: `host[name:${h.name}, uuid:${h.uuid}] is in Maintenance` });
-            }),
-          );
+            });
         },
       },
     ];
