@@ -5,7 +5,7 @@
  */
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
+import { newKeyPair, publicKeyOf } from './ssh-keypair.ts';
 
 export interface ControllerKey {
   privateKeyPath: string;
@@ -22,19 +22,17 @@ export async function loadOrCreateKey(dataDir: string): Promise<ControllerKey> {
     await chmod(privateKeyPath, 0o600);
     // The public half is derived, never trusted from the .pub file: losing that file must
     // not lead to a new pair (and to no access to every host deployed with the old one).
-    const parsed = ssh2.utils.parseKey(privateKey);
-    if (parsed instanceof Error || Array.isArray(parsed)) throw new Error(`${privateKeyPath} is not a usable private key: ${parsed instanceof Error ? parsed.message : 'several keys'}`);
-    const publicKey = `${parsed.type} ${parsed.getPublicSSH().toString('base64')} hostkeeper-controller`;
+    const publicKey = publicKeyOf(privateKey, privateKeyPath, 'hostkeeper-controller');
     await writeFile(`${privateKeyPath}.pub`, `${publicKey}\n`, { mode: 0o644 });
     return { privateKeyPath, privateKey, publicKey };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'hostkeeper-controller' });
+  const pair = newKeyPair('hostkeeper-controller');
   // Written aside and renamed: a crash never leaves half a key that a later start would trust.
   await writeFile(`${privateKeyPath}.pub.tmp`, `${pair.public}\n`, { mode: 0o644 });
   await writeFile(`${privateKeyPath}.tmp`, pair.private, { mode: 0o600 });
   await rename(`${privateKeyPath}.pub.tmp`, `${privateKeyPath}.pub`);
   await rename(`${privateKeyPath}.tmp`, privateKeyPath);
-  return { privateKeyPath, privateKey: pair.private, publicKey: pair.public.trim() };
+  return { privateKeyPath, privateKey: pair.private, publicKey: pair.public };
 }

@@ -15,7 +15,7 @@
  */
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
+import { newKeyPair, publicKeyOf } from './ssh-keypair.ts';
 
 export interface MigrationKey {
   privateKeyPath: string;
@@ -47,16 +47,13 @@ async function loadOrCreate(dir: string, clusterUuid: string): Promise<Migration
   try {
     const text = await readFile(privateKeyPath, 'utf8');
     await chmod(privateKeyPath, 0o600);
-    // The public half is derived from the private key, never read from a file that could differ.
-    const parsed = ssh2.utils.parseKey(text);
-    if (parsed instanceof Error || Array.isArray(parsed)) throw new Error(`${privateKeyPath} is not a usable private key: ${parsed instanceof Error ? parsed.message : 'several keys'}`);
-    return { privateKeyPath, publicKey: `${parsed.type} ${parsed.getPublicSSH().toString('base64')} ${comment}` };
+    return { privateKeyPath, publicKey: publicKeyOf(text, privateKeyPath, comment) };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+  const pair = newKeyPair(comment);
   // Written aside and renamed: a crash never leaves half a key that a later start would trust.
   await writeFile(`${privateKeyPath}.tmp`, pair.private, { mode: 0o600 });
   await rename(`${privateKeyPath}.tmp`, privateKeyPath);
-  return { privateKeyPath, publicKey: pair.public.trim() };
+  return { privateKeyPath, publicKey: pair.public };
 }
