@@ -28,7 +28,7 @@ import https from 'node:https';
 import type { ConnectionOptions, PeerCertificate } from 'node:tls';
 import type { ControllerTls } from '../pki/ca.ts';
 import { ANSWER_SIG_HEADER, AUTH, type AgentErrorCode, type AgentResponse, signedHeaders, verifyAnswer } from '../../protocol/agent.ts';
-import { Semaphore } from './semaphore.ts';
+import { Semaphore } from '../semaphore.ts';
 
 export interface AgentTarget {
   uuid: string;

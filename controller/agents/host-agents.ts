@@ -37,7 +37,7 @@ import { type Channel, openChannel } from './channel.ts';
 import { AgentClient, AgentError, type AgentTarget } from './client.ts';
 import type { ControllerTls } from '../pki/ca.ts';
 import { liveness } from './liveness.ts';
-import { Semaphore } from './semaphore.ts';
+import { Semaphore } from '../semaphore.ts';
 
 
 interface Tracked {

@@ -13,7 +13,7 @@ import { randomBytes, scrypt as scryptCb, createHash, timingSafeEqual } from 'no
 import { promisify } from 'node:util';
 import { HkError } from '../../protocol/errors.ts';
 import { newUuid } from '../../protocol/values.ts';
-import { Semaphore } from '../agents/semaphore.ts';
+import { Semaphore } from '../semaphore.ts';
 import type { Clock } from '../clock.ts';
 import { sweepExpired } from './jobs.ts';
 import type { Repository } from '../store/repository.ts';

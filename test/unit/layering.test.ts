@@ -61,7 +61,7 @@ export function violations(): string[] {
 const ROOMS: Record<string, string[]> = {
   allocator: ['api', 'flows', 'services', 'agents', 'deploy', 'store', 'cli'],
   store: ['api', 'flows', 'services', 'agents', 'deploy', 'allocator', 'cli'],
-  services: ['api', 'flows', 'deploy', 'cli'],
+  services: ['api', 'flows', 'agents', 'deploy', 'cli'],
   flows: ['api', 'cli'],
   agents: ['api', 'flows', 'cli'],
   deploy: ['api', 'flows', 'cli'],
