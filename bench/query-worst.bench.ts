@@ -64,6 +64,16 @@ const QUERIES: [string, Record<string, unknown>][] = [
     ],
     sort: '-name', replyWithCount: 'true', limit: String(L.limit),
   }],
+  // A broad join is probed per host and stops at its first VM that matches; a narrow one is a
+  // scan of the VM table (controller/store/memory-query.ts). Here the second join matches no
+  // VM: every VM is read by one or the other.
+  [`${L.nestedConditions} joins, the second matching no VM + ${L.conditions - L.nestedConditions} row conditions, sorted`, {
+    q: [
+      'vmInstance.memorySize>0', 'vmInstance.cpuNum>1000',
+      ...n(L.conditions - L.nestedConditions, (i) => (i % 2 ? `cpuNum>=${i - 100}` : `totalMemoryCapacity>${-i}`)),
+    ],
+    sort: '-name', replyWithCount: 'true', limit: String(L.limit),
+  }],
   [`?= and !?= lists of ${L.inValues}, sorted, limit ${L.limit}`, {
     q: [
       `state?=${n(L.inValues, (i) => ['Enabled', 'Disabled', 'Maintenance', 'PreMaintenance'][i % 4]!).join(',')}`,
@@ -112,10 +122,10 @@ async function main(): Promise<void> {
     }
     const sum = summarize(times);
     if (!label.startsWith('baseline') && sum.max >= TARGET_MS) over++;
-    rows.push([label, fmtMs(sum.median), fmtMs(sum.max), outcome]);
+    rows.push([label, fmtMs(sum.median), fmtMs(sum.p95), fmtMs(sum.max), outcome]);
   }
   log('');
-  log(table(['query', 'p50', 'max', 'outcome'], rows));
+  log(table(['query', 'p50', 'p95', 'max', 'outcome'], rows));
   log('');
   log(over === 0 ? `every worst case under ${TARGET_MS} ms` : `${over} worst case(s) at or over ${TARGET_MS} ms`);
   await store.close();

@@ -129,13 +129,25 @@ export const CreateMaintenanceWindowBody = z.strictObject({
 
 export const DELETE_MODES = ['Permissive', 'Enforcing'] as const;
 
+/**
+ * A field name as a message shows it: as is when it is a plain name; quoted and escaped when it
+ * is empty, blank or holds anything else (`"": unknown field`, not `: unknown field`; a newline
+ * in a key must not start a new line in a log); cut at 64 characters (a 40,000-character key
+ * is not echoed back).
+ */
+function fieldName(k: string): string {
+  if (/^[\w$-]{1,64}$/.test(k)) return k;
+  const cut = [...k].length > 64 ? `${[...k].slice(0, 64).join('')}...` : k;
+  return JSON.stringify(cut);
+}
+
 /** One readable line from a zod failure, naming the field. */
 export function describeIssue(issue: z.core.$ZodIssue, prefix = ''): string {
-  const path = [prefix, ...issue.path.map(String)].filter(Boolean).join('.');
+  const path = [prefix, ...issue.path.map((k) => (typeof k === 'number' ? String(k) : fieldName(String(k))))].filter(Boolean).join('.');
   const where = path || 'body';
   switch (issue.code) {
     case 'unrecognized_keys':
-      return `${issue.keys.map((k) => (path ? `${path}.${k}` : k)).join(', ')}: unknown field${issue.keys.length > 1 ? 's' : ''}`;
+      return `${issue.keys.map((k) => (path ? `${path}.${fieldName(k)}` : fieldName(k))).join(', ')}: unknown field${issue.keys.length > 1 ? 's' : ''}`;
     case 'invalid_type':
       if (/received undefined/.test(issue.message)) return `${where} is required`;
       return `${where} must be ${issue.expected === 'object' ? 'an object' : `a ${issue.expected}`}`;

@@ -22,13 +22,12 @@ import { describeIssue } from '../../protocol/api.ts';
 import { toHkError } from '../../protocol/errors.ts';
 import { type CaInfo, type CertificateRsp, PKI_PATHS } from '../../protocol/pki.ts';
 import type { HostRow } from '../../protocol/resources.ts';
-import { type ControllerEndpoint, isUuid, normalizeIp } from '../../protocol/values.ts';
-import { HostAgents } from '../agents/host-agents.ts';
+import { type ControllerEndpoint, isUuid } from '../../protocol/values.ts';
 import { applyHostFacts } from '../services/facts.ts';
 import type { Core } from '../core.ts';
 import { BadPublicKey } from '../pki/ca.ts';
-import { checkBootstrapToken, TokenUnusable, useBootstrapToken } from '../services/bootstrap.ts';
-import { insertHost } from '../services/inventory.ts';
+import type { Registered } from '../flows/host-ops.ts';
+import { TokenUnusable } from '../services/bootstrap.ts';
 
 /**
  * The controller's own endpoint as seen from a request it serves: the port the request came
@@ -109,46 +108,21 @@ function makeRouter(core: Core, opts: AgentApiOptions): express.Router {
       const parsed = RegisterSchema.safeParse(req.body);
       if (!parsed.success) return fail(res, 400, `bad registration: ${describeIssue(parsed.error.issues[0]!)}`);
       const b = parsed.data;
-      const token = await checkBootstrapToken(repo, b.token, clock.now());
-      if (!token) {
-        log.warn({ from: req.socket.remoteAddress, hostname: b.hostname }, 'registration refused: unknown, expired, revoked or used-up bootstrap token');
-        return fail(res, 401, 'unknown, expired, revoked or used-up bootstrap token');
-      }
-      // 0.0.0.0 means "the address you see me from"; normalised so `::ffff:10.0.0.1` is 10.0.0.1.
-      const ip = b.managementIp === '0.0.0.0' ? (normalizeIp(req.socket.remoteAddress ?? '') ?? '') : b.managementIp;
-      const secret = HostAgents.newSecret();
-      let host: HostRow;
-      let certificate: string;
+      let reg: Registered;
       try {
-        // A key the CA would refuse fails the registration before anything is recorded.
-        await pki.checkPublicKey(b.publicKey);
-        host = await repo.transaction(async (tx) => {
-          await useBootstrapToken(tx, token.uuid, clock.now());
-          const h = await insertHost(
-            tx, clock.now(), { name: b.hostname, managementIp: ip, clusterUuid: token.clusterUuid, agentPort: b.port },
-            'Connecting', 'registered with a bootstrap token', {}, controllerEndpoint(req, agents.ownPorts),
-          );
-          return tx.update<HostRow>('host', h.uuid, { agentPort: b.port, agentSecret: secret });
-        });
-        // Issued for the row's uuid, so after the row exists (signing is not store work).
-        const issued = await pki.issueAgent(host.uuid, host.managementIp, b.publicKey);
-        certificate = issued.cert;
-        host = await repo.transaction((tx) => tx.update<HostRow>('host', host.uuid, { agentCertNotAfter: issued.notAfter }));
+        reg = await core.hostOps.register(b, req.socket.remoteAddress, controllerEndpoint(req, agents.ownPorts));
       } catch (err) {
-        if (err instanceof TokenUnusable) return fail(res, 401, 'unknown, expired, revoked or used-up bootstrap token');
+        if (err instanceof TokenUnusable) {
+          log.warn({ from: req.socket.remoteAddress, hostname: b.hostname }, 'registration refused: unknown, expired, revoked or used-up bootstrap token');
+          return fail(res, 401, 'unknown, expired, revoked or used-up bootstrap token');
+        }
         if (err instanceof BadPublicKey) return fail(res, 400, `bad registration: ${err.message}`);
         const e = toHkError(err);
         return fail(res, e.status === 400 ? 409 : e.status, e.details);
       }
-      log.info({ host: host.uuid, managementIp: ip, cluster: token.clusterUuid }, 'host registered with a bootstrap token');
-      const body: RegisterRsp = { success: true, hostUuid: host.uuid, secret, certificate, caCertificates: pki.caBundle };
+      const body: RegisterRsp = { success: true, hostUuid: reg.host.uuid, secret: reg.secret, certificate: reg.certificate, caCertificates: pki.caBundle };
       res.status(200).json(body);
-      // The agent stores its secret once it reads this answer; should the first connect
-      // beat it there, the capped-backoff retry takes over.
-      void agents.connect(host.uuid).catch((err) => {
-        log.info({ host: host.uuid, err: (err as Error).message }, 'first connect after registration failed; will retry');
-        agents.retryLater(host.uuid, err);
-      });
+      core.hostOps.connectRegistered(reg.host.uuid);
     })().catch((err) => fail(res, 500, toHkError(err).details));
   });
 

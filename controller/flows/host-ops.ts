@@ -1,19 +1,22 @@
 /**
  * The host operations that join the store, the agents and deployment, each in one place:
  * ChangeHostState (maintenance start and cancel, reconnect on leaving maintenance),
- * ReconnectHost and DeleteHost. Routes check the request and call one method here.
+ * ReconnectHost, DeleteHost and an agent's self-registration with a bootstrap token. Routes
+ * check the request and call one method here.
  */
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { HkError, invalidArgument, notFound } from '../../protocol/errors.ts';
-import { normalizeManagementAddress } from '../../protocol/values.ts';
+import type { RegisterCmd } from '../../protocol/agent.ts';
+import { type ControllerEndpoint, newUuid, normalizeIp, normalizeManagementAddress } from '../../protocol/values.ts';
 import { one } from '../../protocol/inventory.ts';
 import { type HostRow, RESOURCES, type VmRow } from '../../protocol/resources.ts';
 import { type ApiStateEvent, inMaintenance } from '../../protocol/states.ts';
 import { HOLDING_STATES, vmRef } from '../../protocol/vm.ts';
 import { HostAgents } from '../agents/host-agents.ts';
 import type { Core } from '../core.ts';
-import { type DeleteMode, deleteHost, hostRef } from '../services/inventory.ts';
+import { checkBootstrapToken, TokenUnusable, useBootstrapToken } from '../services/bootstrap.ts';
+import { checkManagementAddress, type DeleteMode, deleteHost, hostRef, insertHost } from '../services/inventory.ts';
 import type { JobHandle } from '../services/jobs.ts';
 import type { Tx } from '../store/repository.ts';
 
@@ -24,8 +27,64 @@ export type StateChange =
   | { kind: 'maintenance' }
   | { kind: 'instant'; run: (tx: Tx) => Promise<unknown>; after: () => void };
 
+/** What a registration made: the host row (with its secret and certificate's end) and what the agent is told. */
+export interface Registered {
+  host: HostRow;
+  secret: string;
+  certificate: string;
+}
+
 export class HostOps {
   constructor(private readonly core: Core) {}
+
+  /**
+   * An agent registers its own host with a bootstrap token (POST /zstack/agent/v1/register).
+   * All or nothing: everything that needs no store (the host's uuid and secret, its address,
+   * its certificate: signing is CPU work, not I/O) is made first; then ONE transaction counts
+   * the token's use (re-checking expiry, revocation and maxUses), checks the address is free
+   * and inserts the host with its secret and certificate. A failure anywhere leaves the token
+   * as it was and no host; two agents racing for a token's last use get one host between them.
+   *
+   * Throws TokenUnusable (unknown, wrong, expired, revoked or used up), BadPublicKey (the key
+   * is not an ECDSA P-256 SPKI PEM) or HkError (the address: malformed, the controller's own,
+   * already used; the cluster gone). `from`: the address the request came from (for a
+   * managementIp of 0.0.0.0); `self`: the controller's own endpoint.
+   */
+  async register(b: RegisterCmd, from: string | undefined, self: ControllerEndpoint): Promise<Registered> {
+    const { repo, clock, pki } = this.core;
+    const token = await checkBootstrapToken(repo, b.token, clock.now());
+    if (!token) throw new TokenUnusable('unknown, wrong, expired, revoked or used-up bootstrap token');
+    // A key the CA would refuse fails the registration before anything else.
+    await pki.checkPublicKey(b.publicKey);
+    // 0.0.0.0 means "the address you see me from"; normalised so `::ffff:10.0.0.1` is 10.0.0.1.
+    const raw = b.managementIp === '0.0.0.0' ? (normalizeIp(from ?? '') ?? '') : b.managementIp;
+    const managementIp = checkManagementAddress('params.managementIp', raw, b.port, self);
+    const uuid = newUuid();
+    const secret = HostAgents.newSecret();
+    const issued = await pki.issueAgent(uuid, managementIp, b.publicKey);
+    const host = await repo.transaction(async (tx) => {
+      await useBootstrapToken(tx, token.uuid, clock.now());
+      const h = await insertHost(
+        tx, clock.now(), { name: b.hostname, managementIp: raw, clusterUuid: token.clusterUuid, agentPort: b.port, resourceUuid: uuid },
+        'Connecting', 'registered with a bootstrap token', {}, self,
+      );
+      return tx.update<HostRow>('host', h.uuid, { agentPort: b.port, agentSecret: secret, agentCertNotAfter: issued.notAfter });
+    });
+    this.core.log.info({ host: host.uuid, managementIp: host.managementIp, cluster: token.clusterUuid }, 'host registered with a bootstrap token');
+    return { host, secret, certificate: issued.cert };
+  }
+
+  /**
+   * The first connect of a registered host, once its agent has its answer (it stores its
+   * secret when it reads it; should the connect beat it there, the capped-backoff retry takes over).
+   */
+  connectRegistered(uuid: string): void {
+    const { agents, log } = this.core;
+    void agents.connect(uuid).catch((err) => {
+      log.info({ host: uuid, err: (err as Error).message }, 'first connect after registration failed; will retry');
+      agents.retryLater(uuid, err);
+    });
+  }
 
   /**
    * What a ChangeHostState asks for: maintenance (a durable flow) or an instant state change.

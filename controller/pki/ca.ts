@@ -3,9 +3,22 @@
  *
  * The CA (certificate + PKCS#8 key) is one store row (kind 'pki', uuid 'ca'), so controllers
  * sharing a database share it: the first to start creates it inside a transaction, the
- * others read it. `trusted` holds older CA certificates still accepted while a CA is being
+ * others read it. `trusted` holds other CA certificates accepted while a CA is being
  * replaced (docs/operator-guide.md, "Replacing the CA"); the row's `cert` is the one that
  * issues.
+ *
+ * Replacing the CA online (`startRotation`, advanced by `renewIfDue` on the housekeeping tick,
+ * so no controller stops): prepared (the new CA trusted, the old one still issues; every
+ * certificate issued from now carries the new CA in its bundle) -> once every Connected host
+ * holds a certificate issued after that, switched (the new CA issues, the controller's own
+ * certificate first; the old one stays trusted) -> once every Connected host holds a
+ * certificate from the new CA, done (the old CA and its key dropped). Agents move at their
+ * usual renewal (day 20 of 30), so a rotation takes at most ~40 days with nobody watching. A
+ * host's certificate counts as new when its end (`agentCertNotAfter`) is at least a full
+ * lifetime after the phase began plus ADOPT_MARGIN_MS: other controllers on the same database
+ * adopt the row at their next tick (every 10 minutes), and until then may issue with the old
+ * bundle. A host that is not Connected is not waited for; one that comes back with a
+ * certificate from a CA already dropped must be given a new one (operator's guide).
  *
  * The controller's own certificate (CN = CONTROLLER_CN) is NOT stored: each process makes a
  * fresh key at start and issues itself a certificate, renewed in process once RENEW_AT of its
@@ -14,9 +27,11 @@
  */
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
+import { HkError } from '../../protocol/errors.ts';
 import {
   AGENT_CERT_LIFETIME_MS, BACKDATE_MS, CA_LIFETIME_MS, caCertHash, CONTROLLER_CERT_LIFETIME_MS, CONTROLLER_CN, renewAt,
 } from '../../protocol/pki.ts';
+import type { HostRow } from '../../protocol/resources.ts';
 import type { Logger } from '../log.ts';
 import type { Repository } from '../store/repository.ts';
 import { importPrivateKey, importPublicKey, issueLeaf, newKeyPair, selfSignedCa } from './x509.ts';
@@ -26,12 +41,37 @@ export interface CaRow {
   /** The issuing CA (PEM) and its key (PKCS#8 PEM). */
   cert: string;
   key: string;
-  /** Older CA certificates still trusted (PEM each), during a replacement. */
+  /** Other CA certificates trusted (PEM each), during a replacement. */
   trusted: string[];
   createDate: number;
+  /** The new CA while a replacement is prepared and not switched to. */
+  next?: { cert: string; key: string };
+  /** An online replacement under way (startRotation): its phase and when the phase began (wall ms). */
+  rotation?: CaRotation;
+}
+
+export interface CaRotation {
+  phase: 'prepared' | 'switched';
+  since: number;
+  startedAt: number;
+}
+
+/** What `rotationStatus` reports. */
+export interface RotationStatus {
+  phase: 'prepared' | 'switched' | 'none';
+  since?: number;
+  /** sha256 hashes of the issuing CA and, while prepared, of the next one. */
+  issuing: string;
+  next?: string;
+  /** Connected hosts whose certificate predates the phase (the first 20), and how many. */
+  waitingFor: string[];
+  waiting: number;
 }
 
 export const CA_ROW = 'ca';
+
+/** How long after a phase began a certificate must have been issued to count (see above). */
+export const ADOPT_MARGIN_MS = 15 * 60_000;
 
 /** What TLS clients and servers of the controller use: its key, certificate and the CA bundle. */
 export interface ControllerTls {
@@ -61,10 +101,11 @@ export class Pki implements ControllerTls {
   private readonly listeners: (() => void)[] = [];
 
   private constructor(
-    private readonly row: CaRow,
-    private readonly caKey: CryptoKey,
+    private row: CaRow,
+    private caKey: CryptoKey,
     private readonly wall: WallClock,
     private readonly log: Logger,
+    private readonly repo: Repository,
   ) {}
 
   /** Loads the CA row, creating it on the first start; then issues this process its certificate. */
@@ -80,7 +121,7 @@ export class Pki implements ControllerTls {
       });
       log.info({ caCertHash: caCertHash(row.cert) }, 'created the controller CA');
     }
-    const pki = new Pki(row, await importPrivateKey(row.key), wall, log);
+    const pki = new Pki(row, await importPrivateKey(row.key), wall, log, repo);
     await pki.renewOwn();
     return pki;
   }
@@ -150,16 +191,107 @@ export class Pki implements ControllerTls {
     for (const l of this.listeners) l();
   }
 
-  /** Renews the controller's certificate when RENEW_AT of its life has passed; a failure is logged and retried next time. */
+  /**
+   * The housekeeping tick (the store's sweep): adopts a CA row another controller or
+   * `rotate-ca.ts` changed, moves an online replacement on when its hosts are ready, and renews
+   * the controller's certificate when RENEW_AT of its life has passed. A failure is logged and
+   * retried at the next tick.
+   */
   renewIfDue(): Promise<void> {
-    if (this.renewing || this.wall() < this.dueAt) return this.renewing ?? Promise.resolve();
-    this.renewing = this.renewOwn().then(
-      () => this.log.info('renewed the controller certificate'),
-      (err) => this.log.error({ err: (err as Error).message }, 'renewing the controller certificate failed; retrying at the next housekeeping tick'),
-    ).finally(() => {
+    if (this.renewing) return this.renewing;
+    this.renewing = (async () => {
+      try {
+        await this.adopt(await this.repo.get<CaRow>('pki', CA_ROW));
+        if (this.row.rotation) await this.advance();
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'the CA replacement could not move on; retrying at the next housekeeping tick');
+      }
+      if (this.wall() < this.dueAt) return;
+      await this.renewOwn().then(
+        () => this.log.info('renewed the controller certificate'),
+        (err) => this.log.error({ err: (err as Error).message }, 'renewing the controller certificate failed; retrying at the next housekeeping tick'),
+      );
+    })().finally(() => {
       this.renewing = undefined;
     });
     return this.renewing;
+  }
+
+  /**
+   * Starts replacing the CA without stopping anything (see the file's comment): a new CA is
+   * made and trusted at once; the housekeeping tick does the rest. SYS.1006 when a replacement
+   * is already under way.
+   */
+  async startRotation(): Promise<RotationStatus> {
+    const made = await selfSignedCa('Hostkeeper CA', this.wall(), CA_LIFETIME_MS);
+    const now = this.wall();
+    const row = await this.repo.transaction(async (tx) => {
+      const r = await tx.get<CaRow>('pki', CA_ROW);
+      if (!r) throw new HkError('SYS.1006', 'the controller has no CA yet');
+      if (r.rotation || r.next) {
+        throw new HkError('SYS.1006', `a CA replacement is already under way (${r.rotation ? `phase ${r.rotation.phase} since ${new Date(r.rotation.since).toISOString()}` : 'prepared offline by rotate-ca.ts'}): let it finish`);
+      }
+      return tx.update<CaRow>('pki', CA_ROW, {
+        next: { cert: made.cert, key: made.key.privateKey }, trusted: [...r.trusted, made.cert],
+        rotation: { phase: 'prepared', since: now, startedAt: now },
+      });
+    });
+    await this.adopt(row);
+    this.log.info({ next: caCertHash(made.cert), issuing: caCertHash(row.cert) }, 'CA replacement started: the new CA is trusted; it issues once every connected host has renewed');
+    return this.rotationStatus();
+  }
+
+  /** Where an online replacement stands (phase `none` when there is none). */
+  async rotationStatus(): Promise<RotationStatus> {
+    const r = this.row.rotation;
+    const waiting = r ? await this.waitingHosts(r.since) : [];
+    return {
+      phase: r?.phase ?? 'none', ...(r ? { since: r.since } : {}), issuing: this.caCertHash,
+      ...(this.row.next ? { next: caCertHash(this.row.next.cert) } : {}),
+      waitingFor: waiting.slice(0, 20).map((h) => `host[uuid:${h.uuid}, name:${h.name}]`), waiting: waiting.length,
+    };
+  }
+
+  /** Connected hosts whose certificate was issued before `since` (+ ADOPT_MARGIN_MS). */
+  private async waitingHosts(since: number): Promise<HostRow[]> {
+    const newFrom = since + ADOPT_MARGIN_MS + AGENT_CERT_LIFETIME_MS - 1000; // X.509 keeps whole seconds
+    return (await this.repo.find<HostRow>('host', { status: 'Connected' })).filter((h) => h.agentSecret && (h.agentCertNotAfter ?? 0) < newFrom);
+  }
+
+  /** One step of an online replacement, when no Connected host is left waiting. */
+  private async advance(): Promise<void> {
+    const r = this.row.rotation!;
+    if ((await this.waitingHosts(r.since)).length > 0) return;
+    const now = this.wall();
+    const row = await this.repo.transaction(async (tx) => {
+      const cur = await tx.get<CaRow>('pki', CA_ROW);
+      // Another controller moved it on meanwhile: nothing to do here but adopt.
+      if (!cur?.rotation || cur.rotation.phase !== r.phase || cur.rotation.since !== r.since) return cur;
+      if (r.phase === 'switched') return tx.update<CaRow>('pki', CA_ROW, { trusted: [], rotation: undefined, next: undefined });
+      // Prepared without a new CA (rotate-ca.ts finish run by hand meanwhile): nothing left to do.
+      if (!cur.next) return tx.update<CaRow>('pki', CA_ROW, { rotation: undefined });
+      const trusted = [...cur.trusted.filter((p) => p !== cur.next!.cert), cur.cert];
+      return tx.update<CaRow>('pki', CA_ROW, { cert: cur.next.cert, key: cur.next.key, trusted, next: undefined, rotation: { ...r, phase: 'switched', since: now } });
+    });
+    if (!row) return;
+    const was = this.caCertHash;
+    await this.adopt(row);
+    if (r.phase === 'prepared') this.log.info({ issuing: this.caCertHash, previous: was }, 'CA replacement: every connected host trusts the new CA; it issues now, the old one stays trusted');
+    else this.log.info({ issuing: this.caCertHash }, 'CA replacement done: every connected host holds a certificate from the new CA; the old CA is dropped');
+  }
+
+  /** Takes `row` as the CA row when it differs from the one in use: key, contexts, own certificate. */
+  private async adopt(row: CaRow | undefined): Promise<void> {
+    if (!row) return;
+    const same = row.cert === this.row.cert && row.trusted.join() === this.row.trusted.join()
+      && row.next?.cert === this.row.next?.cert && JSON.stringify(row.rotation) === JSON.stringify(this.row.rotation);
+    if (same) return;
+    const issuerChanged = row.cert !== this.row.cert;
+    const bundleChanged = issuerChanged || row.trusted.join() !== this.row.trusted.join();
+    if (issuerChanged) this.caKey = await importPrivateKey(row.key);
+    this.row = row;
+    // A new issuer: our certificate must come from it; a new bundle: the contexts must trust it.
+    if (bundleChanged) await this.renewOwn();
   }
 
   /** Nothing runs on its own (renewIfDue is called from outside): nothing to stop. */

@@ -18,6 +18,7 @@ import { insertHost } from '../../controller/services/inventory.ts';
 import { ANSWER_SIG_HEADER, AUTH, CONTROLLER_AGENT_PATHS, signedHeaders, verifyAnswer } from '../../protocol/agent.ts';
 import { caCertHash, PKI_PATHS } from '../../protocol/pki.ts';
 import type { HostRow } from '../../protocol/resources.ts';
+import type { Repository, Tx } from '../../controller/store/repository.ts';
 import { FakeClock } from '../fakes/clock.ts';
 import { ADMIN_PASSWORD, call, makeCluster, makeController, makeZone, silentLog, tempDir, type TestController } from '../helpers.ts';
 
@@ -121,6 +122,88 @@ describe('bootstrap tokens', () => {
     expect(cert.subjectAltName).toContain('IP Address:127.0.0.80');
     expect(cert.verify(new X509Certificate(t.core.pki.caCert).publicKey)).toBe(true);
     expect((await t.core.repo.get<HostRow>('host', body.hostUuid))!.agentCertNotAfter).toBe(Date.parse(cert.validTo));
+  });
+});
+
+describe('registration is one transaction', () => {
+  const tokenRow = (t: TestController, uuid: string) => t.core.repo.get<{ uuid: string; uses?: number }>('bootstrapToken', uuid);
+
+  /**
+   * Makes every write to a host row that carries `field` throw, until undone. core.repo is a
+   * Proxy over the store (controller/events.ts withCommitHooks) that calls the store's own
+   * transaction(); an own property set through the Proxy lands on the store and shadows it.
+   */
+  function failHostWritesWith(t: TestController, field: string): () => void {
+    const repo = t.core.repo as Repository & { transaction: Repository['transaction'] };
+    const orig = (Object.getPrototypeOf(repo) as Repository).transaction;
+    repo.transaction = function <T>(this: Repository, fn: (tx: Tx) => Promise<T>): Promise<T> {
+      return orig.call(this, (tx: Tx) => fn(new Proxy(tx, {
+        get(target, prop, recv) {
+          const v = Reflect.get(target, prop, recv);
+          if (prop !== 'insert' && prop !== 'update') return typeof v === 'function' ? v.bind(target) : v;
+          return (kind: string, ...rest: unknown[]) => {
+            const row = rest[rest.length - 1] as Record<string, unknown>;
+            if (kind === 'host' && field in row) throw new Error(`injected: writing host.${field} failed`);
+            return (v as (...a: unknown[]) => unknown).call(target, kind, ...rest);
+          };
+        },
+      }))) as Promise<T>;
+    };
+    return () => {
+      delete (repo as Partial<typeof repo>).transaction;
+    };
+  }
+
+  it('a failure issuing the certificate leaves the token unused and no host', async () => {
+    const t = await controller();
+    const tk = await newToken(t, { maxUses: 1 });
+    const issue = t.core.pki.issueAgent;
+    t.core.pki.issueAgent = async () => {
+      throw new Error('injected: the CA failed');
+    };
+    const r = await register(t, tk.token, '127.0.0.101');
+    expect(r.status).toBe(500);
+    expect(r.text).not.toMatch(/\bat .*\.ts:\d+/);
+    expect((await tokenRow(t, tk.uuid))!.uses).toBe(0);
+    expect(await t.core.repo.all('host')).toEqual([]);
+    t.core.pki.issueAgent = issue;
+    // the token still works for its one use
+    expect((await register(t, tk.token, '127.0.0.101')).status).toBe(200);
+    expect((await tokenRow(t, tk.uuid))!.uses).toBe(1);
+  });
+
+  it.each([['agentCertNotAfter'], ['agentSecret'], ['managementIp']])(
+    'a failure storing the host (its %s) leaves the token unused and no host', async (field) => {
+      const t = await controller();
+      const tk = await newToken(t, { maxUses: 1 });
+      const undo = failHostWritesWith(t, field);
+      const r = await register(t, tk.token, '127.0.0.102');
+      undo();
+      expect(r.status).toBe(500);
+      expect((await tokenRow(t, tk.uuid))!.uses).toBe(0);
+      expect(await t.core.repo.all('host')).toEqual([]);
+      expect(JSON.parse(r.text).error).toContain(`injected: writing host.${field} failed`);
+      expect((await register(t, tk.token, '127.0.0.102')).status).toBe(200);
+    },
+  );
+
+  it('two agents racing for a maxUses=1 token get exactly one host', async () => {
+    const t = await controller();
+    const tk = await newToken(t, { maxUses: 1 });
+    const got = await Promise.all([register(t, tk.token, '127.0.0.103'), register(t, tk.token, '127.0.0.104')]);
+    expect(got.map((r) => r.status).sort()).toEqual([200, 401]);
+    expect(await t.core.repo.all('host')).toHaveLength(1);
+    expect((await tokenRow(t, tk.uuid))!.uses).toBe(1);
+  });
+
+  it('two agents racing for one address get exactly one host, and one use of the token', async () => {
+    const t = await controller();
+    const tk = await newToken(t);
+    const got = await Promise.all([register(t, tk.token, '127.0.0.105'), register(t, tk.token, '127.0.0.105')]);
+    expect(got.map((r) => r.status).sort()).toEqual([200, 409]);
+    expect(JSON.parse(got.find((r) => r.status === 409)!.text).error).toMatch(/managementIp.*already used/);
+    expect(await t.core.repo.all('host')).toHaveLength(1);
+    expect((await tokenRow(t, tk.uuid))!.uses).toBe(1);
   });
 });
 
@@ -247,5 +330,76 @@ describe('the controller\'s own certificate', () => {
     // a second controller on the same store shares the CA
     const other = await Pki.open(repo, silentLog());
     expect(other.caCertHash).toBe(pki.caCertHash);
+  });
+});
+
+describe('replacing the CA online', () => {
+  it('trusts the new CA at once, issues from it once every connected host has renewed, drops the old one after the next renewals; no restart', async () => {
+    const { Pki, ADOPT_MARGIN_MS } = await import('../../controller/pki/ca.ts');
+    const t = await controller();
+    const clusterUuid = (await makeCluster(t, (await makeZone(t)).uuid)).uuid;
+    const hostAt = (ip: string, status: HostRow['status']) => t.core.repo.transaction(async (tx) => {
+      const h = await insertHost(tx, t.clock.now(), { name: `h-${ip}`, managementIp: ip, clusterUuid }, status, 'test');
+      return tx.update<HostRow>('host', h.uuid, { agentSecret: SECRET, agentCertNotAfter: Date.now() - 1000 });
+    });
+    const h = await hostAt('127.0.0.120', 'Connected');
+    await hostAt('127.0.0.121', 'Disconnected'); // not waited for
+    const oldCa = t.core.pki.caCert;
+    // The agent renews its certificate as it does over the channel (the same call the route makes).
+    const renew = async (pki: Awaited<ReturnType<typeof Pki.open>>) => {
+      const issued = await pki.issueAgent(h.uuid, h.managementIp, PUBLIC_KEY());
+      await t.core.repo.transaction((tx) => tx.update<HostRow>('host', h.uuid, { agentCertNotAfter: issued.notAfter }));
+      return new X509Certificate(issued.cert);
+    };
+    const signedBy = (cert: X509Certificate, ca: string) => cert.verify(new X509Certificate(ca).publicKey);
+
+    // A second controller on the same store, with a clock of its own, starts it.
+    let wall = Date.now();
+    const other = await Pki.open(t.core.repo, silentLog(), () => wall);
+    const started = await other.startRotation();
+    expect(started).toMatchObject({ phase: 'prepared', issuing: caCertHash(oldCa), waiting: 1 });
+    expect(started.waitingFor[0]).toContain(h.uuid);
+    const newCa = other.caBundle.split(/(?<=-----END CERTIFICATE-----)\n/).map((p) => p.trim()).find((p) => p && p !== oldCa.trim())!;
+    expect(caCertHash(newCa)).toBe(started.next);
+    // A second start is refused while this one runs.
+    await expect(other.startRotation()).rejects.toMatchObject({ code: 'SYS.1006' });
+
+    // The running controller adopts the row at its housekeeping tick: both CAs trusted, the old one issues.
+    let told = 0;
+    t.core.pki.onRenew(() => told++);
+    await t.core.pki.renewIfDue();
+    expect(told).toBe(1);
+    expect(t.core.pki.caBundle).toContain(newCa.trim());
+    expect(t.core.pki.caCert).toBe(oldCa);
+
+    // Not before the connected host has a certificate carrying the new bundle.
+    await renew(t.core.pki); // issued too early to count: another controller may not have adopted yet
+    await other.renewIfDue();
+    expect((await other.rotationStatus()).phase).toBe('prepared');
+    wall += ADOPT_MARGIN_MS + 60_000;
+    const carrying = await renew(other);
+    expect(signedBy(carrying, oldCa)).toBe(true);
+    await other.renewIfDue();
+    expect(await other.rotationStatus()).toMatchObject({ phase: 'switched', issuing: caCertHash(newCa), waiting: 1 });
+    // The new CA issues, the controller's own certificate first; the old CA stays trusted.
+    expect(signedBy(new X509Certificate(other.cert()), newCa)).toBe(true);
+    expect(other.caBundle).toContain(oldCa.trim());
+    await t.core.pki.renewIfDue();
+    expect(t.core.pki.caCert).toBe(newCa);
+    expect(signedBy(new X509Certificate(t.core.pki.cert()), newCa)).toBe(true);
+    expect(t.core.pki.caCertHash).toBe(caCertHash(newCa)); // what new bootstrap tokens pin
+
+    // Dropped once the connected host holds a certificate from the new CA.
+    await other.renewIfDue();
+    expect((await other.rotationStatus()).phase).toBe('switched');
+    wall += ADOPT_MARGIN_MS + 60_000;
+    expect(signedBy(await renew(other), newCa)).toBe(true);
+    await other.renewIfDue();
+    expect(await other.rotationStatus()).toMatchObject({ phase: 'none', issuing: caCertHash(newCa), waiting: 0 });
+    expect(other.caBundle.trim()).toBe(newCa.trim());
+    await t.core.pki.renewIfDue();
+    expect(t.core.pki.caBundle.trim()).toBe(newCa.trim());
+    // Each change reached the listeners (server.ts swaps the agent port's TLS context on them).
+    expect(told).toBe(3);
   });
 });

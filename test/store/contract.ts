@@ -247,6 +247,13 @@ export function storeContract(fresh: () => Promise<Repository>): void {
       [['vmInstance.memorySize>1024'], (h) => vmsOf(h).some((v) => v.memorySize > 1024)],
       [['vmInstance.uuid?=' + VMS[4]!.uuid + ',' + VMS[9]!.uuid], (h) => vmsOf(h).some((v) => [VMS[4]!.uuid, VMS[9]!.uuid].includes(v.uuid))],
       [['vmInstance.vmNics.ip=1.1.1.1'], () => false],
+      // Two joins are two EXISTS: each may be met by another VM of the host.
+      [['vmInstance.name=vm-3-0', 'vmInstance.name=vm-3-1'], (h) => vmsOf(h).some((v) => v.name === 'vm-3-0') && vmsOf(h).some((v) => v.name === 'vm-3-1')],
+      [['vmInstance.state=Stopped', 'vmInstance.memorySize<2048'], (h) => vmsOf(h).some((v) => v.state === 'Stopped') && vmsOf(h).some((v) => v.memorySize < 2048)],
+      [['vmInstance.vmNics.mac!=x', 'vmInstance.state!=Running'], (h) => vmsOf(h).some((v) => v.vmNics.some((n) => n.mac !== 'x')) && vmsOf(h).some((v) => v.state !== 'Running')],
+      [['vmInstance.memorySize<0'], () => false],
+      [['vmInstance.name~=vm-1%', 'name!~=%9%', 'state=Enabled'], (h) => vmsOf(h).some((v) => like(v.name, 'vm-1%')) && !like(h.name, '%9%') && h.state === 'Enabled'],
+      [['vmInstance.name!~=vm-2%', 'zone.name=zone-1', 'cpuNum>=1'], (h) => vmsOf(h).some((v) => !like(v.name, 'vm-2%')) && h.zoneUuid === Z[1] && h.cpuNum >= 1],
       [['clusterUuid=' + C[1], 'zoneUuid=' + Z[0]], (h) => h.clusterUuid === C[1] && h.zoneUuid === Z[0]],
     ];
 

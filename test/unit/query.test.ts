@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { HkError } from '../../protocol/errors.ts';
 import { compileLike, parseQuery, QUERY_LIMITS, splitCondition } from '../../protocol/query.ts';
-import { type HostRow, RESOURCES } from '../../protocol/resources.ts';
+import { type HostRow, RESOURCES, type VmRow } from '../../protocol/resources.ts';
 import { EmbeddedStore } from '../../controller/store/embedded-store.ts';
 import { tempDir } from '../helpers.ts';
 import { host } from '../store/fixtures.ts';
@@ -164,5 +164,58 @@ describe('the query budget', () => {
     ['limit and start', { limit: String(L.limit), start: String(L.start) }],
   ])('accepts the limit: %s', (_what, params) => {
     expect(() => parseQuery(RESOURCES.host, params)).not.toThrow();
+  });
+});
+
+describe('joins on the embedded store (probes through Table.linked, or scans)', () => {
+  it('follow VMs that move, stop, change and go: every answer equals the reference', async () => {
+    const s = await EmbeddedStore.open(await tempDir(), { sync: false });
+    try {
+      const hosts = Array.from({ length: 6 }, (_, i) => host(i + 1));
+      let vms: VmRow[] = [];
+      await s.transaction(async (tx) => {
+        for (const h of hosts) await tx.insert('host', h);
+        for (let i = 0; i < 18; i++) {
+          const v: VmRow = {
+            uuid: (i + 1).toString(16).padStart(32, 'e'), name: `vm-${i}`, hostUuid: hosts[i % 5]!.uuid, lastHostUuid: null,
+            clusterUuid: hosts[0]!.clusterUuid, zoneUuid: hosts[0]!.zoneUuid, state: 'Running', memorySize: 1024 * (1 + (i % 3)), cpuNum: 1,
+            vmNics: [{ ip: `172.16.0.${i + 1}`, mac: 'fa:16:3e:00:00:01' }], createDate: 0, lastOpDate: 0,
+          };
+          vms.push(await tx.insert('vm', v));
+        }
+      });
+      // [conditions, reference]: broad ones are probed, narrow ones scanned, LIKEs always probed.
+      const CASES: [string[], (v: VmRow) => boolean][] = [
+        [['vmInstance.memorySize>0'], (v) => v.memorySize > 0],
+        [['vmInstance.name~=vm-1%'], (v) => v.name.startsWith('vm-1')],
+        [['vmInstance.memorySize=3072'], (v) => v.memorySize === 3072],
+        [['vmInstance.state!=Running'], (v) => v.state !== 'Running'],
+      ];
+      const check = async (when: string) => {
+        for (const [q, pred] of CASES) {
+          const r = await s.query<HostRow>(RESOURCES.host, parseQuery(RESOURCES.host, { q }));
+          const want = hosts.filter((h) => vms.some((v) => v.hostUuid === h.uuid && pred(v))).map((h) => h.uuid);
+          expect(r.rows.map((h) => h.uuid), `${when}: ${q}`).toEqual(want);
+        }
+      };
+      await check('at first');
+      const change = async (i: number, patch: Partial<VmRow>) => {
+        const row = await s.transaction((tx) => tx.update<VmRow>('vm', vms[i]!.uuid, patch));
+        vms = vms.map((v) => (v.uuid === row.uuid ? row : v));
+      };
+      await change(0, { hostUuid: hosts[5]!.uuid }); // migrated to the host that had none
+      await check('after a migration');
+      await change(1, { hostUuid: null, state: 'Stopped' }); // stopped: no host
+      await check('after a stop');
+      await change(2, { memorySize: 3072, name: 'vm-100' }); // same host, new values
+      await check('after a change in place');
+      await s.transaction((tx) => tx.remove('vm', vms[3]!.uuid));
+      vms = vms.filter((v) => v.uuid !== vms[3]!.uuid);
+      await check('after a removal');
+      await change(1, { hostUuid: hosts[2]!.uuid, state: 'Running' }); // started again elsewhere
+      await check('after a start');
+    } finally {
+      await s.close();
+    }
   });
 });
