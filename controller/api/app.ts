@@ -9,12 +9,14 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { LoginBody, parseBody } from '../../protocol/api.ts';
-import { type HkError, invalidArgument, notFound, toHkError, tooLarge } from '../../protocol/errors.ts';
+import { type HkError, invalidArgument, notFound, tooLarge } from '../../protocol/errors.ts';
 import { SESSION_SCHEMA_CLASS } from '../../protocol/resources.ts';
 import { formatZStackDate } from '../../protocol/values.ts';
 import type { Core } from '../core.ts';
 import { agentRouter } from './agent-api.ts';
-import { makeApi, h } from './common.ts';
+import { internalRouter } from './internal.ts';
+import { errorOf, makeApi, h, storeDown } from './common.ts';
+import { StoreUnavailableError } from '../store/repository.ts';
 import { bootstrapRoutes } from './bootstrap.ts';
 import { configRoutes } from './configs.ts';
 import { hostRoutes } from './hosts.ts';
@@ -72,10 +74,20 @@ export function createApp(core: Core, opts: AppOptions = {}): express.Express {
   const json = express.json({ limit: BODY_LIMIT, type: () => true, strict: false });
   // What agents call: authenticated by bootstrap token or host signature, not by session.
   app.use('/zstack/agent', agentRouter(core));
+  // What other controllers call (controller/cluster/): signed by a live member, or an admin session.
+  app.use('/zstack/internal', internalRouter(core));
   // The console's pages and cookie session, /metrics and the API document: outside the session check.
   app.use(consoleRouter(core));
   app.use(metricsRouter(core, sessionOf));
   openApiRoutes(app);
+  // While the store reports the database down, every admin API call is answered 503 at once
+  // (ZStack's error body, naming since when and why) instead of each one failing on its own
+  // connection attempt; the console's pages, /metrics and the API document above still answer.
+  app.use('/zstack', (_req, res, next) => {
+    const health = core.repo.health?.();
+    if (!health || health.ok) return next();
+    sendError(res, storeDown(health));
+  });
   const router = express.Router();
   app.use('/zstack', router);
 
@@ -125,8 +137,9 @@ export function createApp(core: Core, opts: AppOptions = {}): express.Express {
     if (e?.type === 'entity.parse.failed') hk = invalidArgument(`request body is not valid JSON: ${e.message}`);
     else if (e?.type === 'entity.too.large') hk = tooLarge(`request body is larger than ${BODY_LIMIT}`);
     else if (e?.type && typeof e.status === 'number' && e.status < 500) hk = invalidArgument(`unreadable request body: ${e.message}`);
-    else hk = toHkError(err);
-    if (hk.code === 'SYS.1000') log.error({ method: req.method, path: req.path, err: (err as Error)?.stack }, 'internal error');
+    else hk = errorOf(err);
+    if (hk instanceof StoreUnavailableError) log.warn({ method: req.method, path: req.path, err: hk.details }, 'store unavailable');
+    else if (hk.code === 'SYS.1000') log.error({ method: req.method, path: req.path, err: (err as Error)?.stack }, 'internal error');
     if (!res.headersSent) sendError(res, hk);
   });
 

@@ -4,16 +4,45 @@
  * committed with its finished job, or long work behind a Running job.
  */
 import type { NextFunction, Request, Response, Router } from 'express';
-import { HkError, invalidArgument, notFound } from '../../protocol/errors.ts';
+import { HkError, invalidArgument, notFound, toHkError } from '../../protocol/errors.ts';
 import type { z } from 'zod';
 import { DELETE_MODES, parseBody } from '../../protocol/api.ts';
 import { isUuid } from '../../protocol/values.ts';
 import type { Core } from '../core.ts';
 import type { DeleteMode } from '../services/inventory.ts';
 import type { JobHandle } from '../services/jobs.ts';
-import type { Tx } from '../store/repository.ts';
+import { type StoreHealth, StoreUnavailableError, type Tx } from '../store/repository.ts';
 
 export type Rec = Record<string, unknown>;
+
+/**
+ * Anything a request threw, as the caller sees it. HkErrors as they are (the store turns its
+ * own database failures into StoreUnavailableError, 503). A database error that reached here
+ * unwrapped (pg's: a SQLSTATE with a severity, or its "Connection terminated") is 503 too: a
+ * database failure is not a bug in the request, so it never answers 500. Socket errnos alone
+ * (ECONNREFUSED, ...) are not taken for the database's: an agent or SSH call throws them too.
+ * Everything else: toHkError.
+ */
+export function errorOf(err: unknown): HkError {
+  if (err instanceof HkError) return err;
+  const e = err as { code?: unknown; severity?: unknown; message?: unknown };
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const msg = typeof e?.message === 'string' ? e.message.split('\n')[0]! : String(err);
+  const sqlState = typeof e?.severity === 'string' && /^[0-9A-Z]{5}$/.test(code);
+  if ((sqlState && /^(08|57P0)/.test(code)) || /^Connection terminated/.test(msg)) {
+    return new StoreUnavailableError('unreachable', `database unreachable: ${msg}`, code || undefined, { cause: err });
+  }
+  if (sqlState) return new StoreUnavailableError('error', `database error: ${msg} (${code})`, code, { cause: err });
+  return toHkError(err);
+}
+
+/** What every admin API call answers while the store reports the database down. */
+export function storeDown(h: StoreHealth): StoreUnavailableError {
+  return new StoreUnavailableError(
+    'unreachable',
+    `database unreachable since ${new Date(h.since).toISOString()}${h.why ? `: ${h.why}` : ''}; this controller answers again as soon as it is back`,
+  );
+}
 
 /** Wraps an async handler so its errors reach the error middleware. */
 export const h = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: NextFunction) => {
@@ -127,8 +156,9 @@ export function makeApi(core: Core, router: Router, apiUrl?: string): Api {
         try {
           await fn(req, res, hdr);
         } catch (err) {
-          // Internal errors stay 500s: they are bugs, not answers.
-          if (res.headersSent || !(err instanceof HkError) || err.code === 'SYS.1000') throw err;
+          // Internal errors stay 500s: they are bugs, not answers. A store that cannot answer
+          // cannot record the failed job either: that is answered at once (503).
+          if (res.headersSent || !(err instanceof HkError) || err.code === 'SYS.1000' || err instanceof StoreUnavailableError) throw err;
           await core.jobs.failed(hdr.id, typeof apiName === 'string' ? apiName : apiName(req), err, hdr.hook);
           accepted(req, res, hdr.id);
         }

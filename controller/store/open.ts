@@ -4,7 +4,7 @@
  * controller sees only the Repository.
  */
 import { EmbeddedStore, type StoreLog } from './embedded-store.ts';
-import { PgStore } from './postgres/pg-store.ts';
+import { PgStore, type PgStoreOptions } from './postgres/pg-store.ts';
 import type { Repository } from './repository.ts';
 
 export interface OpenStoreOptions {
@@ -14,6 +14,8 @@ export interface OpenStoreOptions {
   /** Embedded store only: fdatasync every commit (tests turn it off). */
   sync?: boolean;
   log?: StoreLog;
+  /** PostgreSQL only: pool size, timeouts, reconnect pacing (see PgStoreOptions). */
+  postgres?: Omit<PgStoreOptions, 'log'>;
 }
 
 export async function openStore(o: OpenStoreOptions): Promise<Repository> {
@@ -21,7 +23,7 @@ export async function openStore(o: OpenStoreOptions): Promise<Repository> {
     if (!/^postgres(ql)?:\/\//.test(o.databaseUrl)) {
       throw new Error('HOSTKEEPER_DATABASE_URL must be a postgres:// or postgresql:// URL');
     }
-    return PgStore.open(o.databaseUrl, { log: o.log });
+    return PgStore.open(o.databaseUrl, { ...o.postgres, log: o.log });
   }
   return EmbeddedStore.open(o.dataDir, { sync: o.sync ?? true, log: o.log });
 }
