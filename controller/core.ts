@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HostAgents, type HostAgentsOptions } from './agents/host-agents.ts';
+import { Cluster, type ClusterOptions, memberUuid } from './cluster/cluster.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { Deployer, type DeployerOptions } from './deploy/deployer.ts';
 import { loadOrCreateKey } from './deploy/keys.ts';
@@ -58,6 +59,8 @@ export interface Core {
   agentFence: ReplayFence;
   /** The TLS port agents use (HOSTKEEPER_AGENT_PORT), set by server.ts once it listens. */
   agentPort: number;
+  /** Membership and host leases (controller/cluster/): one member on the embedded store. */
+  cluster: Cluster;
   close(): Promise<void>;
 }
 
@@ -84,6 +87,8 @@ export interface CoreOptions {
   metrics?: MetricsPort;
   /** Event log bounds (default 10,000 rows). */
   eventLogCap?: number;
+  /** Cluster timings (tests shorten them); the member uuid comes from the data dir. */
+  cluster?: Omit<ClusterOptions, 'uuid'>;
 }
 
 export async function openCore(opts: CoreOptions): Promise<Core> {
@@ -98,19 +103,30 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
   try {
     const configs = await GlobalConfigs.load(repo, log);
     await events.start(repo);
+    const member = await memberUuid(opts.dataDir);
+    const cluster = new Cluster(repo, clock, log, { ...opts.cluster, uuid: member });
     const jobs = new Jobs(repo, clock, log);
+    jobs.member = member;
     jobs.onFinish((j, err) => {
       metrics.job(j.apiName, j.status === 'Failed' ? 'Failed' : 'Succeeded', (j.lastOpDate - j.createDate) / 1000);
       const refusals = (err as { refusals?: Record<string, number> } | undefined)?.refusals;
       if (refusals) metrics.allocatorRefusal(refusals);
     });
-    const runner = new FlowRunner(repo, clock, log, jobs);
+    const runner = new FlowRunner(repo, clock, log, jobs, cluster);
     const auth = new Auth(repo, clock);
     const hosts = new Hosts(repo, clock, log);
     const pki = await Pki.open(repo, log);
     const agentFence = await openControllerFence(repo, clock);
     // Calls to agents are TLS with our identity; `agents.tls: null` (bench/ only) keeps plain HTTP.
-    const agents = new HostAgents(repo, clock, log, configs, hosts, { tls: pki, ...opts.agents });
+    const agents = new HostAgents(repo, clock, log, configs, hosts, { tls: pki, cluster, ...opts.agents });
+    // A member died: its unfinished flows are resumed here (those the ring gives us) and its
+    // other Running jobs are failed (they ran in its memory).
+    agents.onMembersDied = (dead) => {
+      void runner.claimOrphans()
+        .then(() => runner.resumableJobs())
+        .then((resumable) => jobs.failOrphans((m) => cluster.isLive(m), (j) => resumable.has(j.uuid)))
+        .catch((err) => log.warn({ dead, err: (err as Error).message }, 'could not take over the work of a stopped controller'));
+    };
     const reservations = new Reservations(repo, configs);
     const vmOps = new VmOps(repo, clock, log, configs, agents, reservations, opts.vms);
     agents.vmBusy = (vmUuid) => vmOps.deferPush(vmUuid);
@@ -140,20 +156,23 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
       await auth.ensureAdmin(password);
       log.info({ account: 'admin' }, 'created the admin account');
     }
-    const key = await loadOrCreateKey(opts.dataDir);
+    // In the store, so that every controller on one database reaches every host.
+    const key = await loadOrCreateKey(opts.dataDir, repo);
     const deployer = new Deployer(repo, clock, log, hosts, agents, key, {
       hypervisor: 'libvirt', advertiseUrl: opts.agents?.advertiseUrl, ...opts.deploy, dataDir: opts.dataDir,
     });
     const core: Core = {
       repo, clock, log, configs, jobs, auth, hosts, agents, deployer, runner, vmOps, maintenance, reservations, events, metrics,
-      pki, agentFence, agentPort: 0, lookup: opts.lookup,
+      pki, agentFence, agentPort: 0, lookup: opts.lookup, cluster,
       hostOps: undefined as unknown as HostOps,
       windows: undefined as unknown as MaintenanceWindows,
       async close() {
         jobs.stop();
+        await cluster.stop();
         // Flows stop at a safe point and stay Running: the next start resumes them.
         await core.windows.stop();
         reservations.close();
+        configs.close();
         await runner.stop();
         await deployer.stop();
         await agents.stop();

@@ -3,7 +3,8 @@
  * Environment: HOSTKEEPER_PORT (8080), HOSTKEEPER_DATA_DIR (./data), HOSTKEEPER_ADMIN_PASSWORD
  * (first start only), HOSTKEEPER_LOG_LEVEL (info), HOSTKEEPER_ADVERTISE_URL (how agents reach
  * us), HOSTKEEPER_DEPLOY_HYPERVISOR (libvirt, or simulator for demos: the driver AddKVMHost deploys),
- * HOSTKEEPER_AGENT_PORT (7443: the TLS port agents use), HOSTKEEPER_LISTEN (0.0.0.0: the
+ * HOSTKEEPER_PEER_URL (how other controllers on the same database reach this one's API;
+ * default: this port on the advertised host), HOSTKEEPER_AGENT_PORT (7443: the TLS port agents use), HOSTKEEPER_LISTEN (0.0.0.0: the
  * address both listeners bind), HOSTKEEPER_TLS_CERT + HOSTKEEPER_TLS_KEY (PEM files: the
  * admin API speaks HTTPS) or HOSTKEEPER_TLS=self-signed (one generated, its fingerprint
  * printed). Exits non-zero with one clear line on a
@@ -63,6 +64,7 @@ try {
   const c = await startController({
     dataDir, databaseUrl, port: Number(portText), host: listenHost, agentPort: Number(agentPortText), https: httpsOpt, adminPassword: process.env.HOSTKEEPER_ADMIN_PASSWORD, log,
     agents: { advertiseUrl: process.env.HOSTKEEPER_ADVERTISE_URL || undefined },
+    peerUrl: process.env.HOSTKEEPER_PEER_URL || undefined,
     deploy: { hypervisor },
   });
   if (c.fingerprint) process.stdout.write(`API over HTTPS on ${c.url}; certificate SHA-256 fingerprint ${c.fingerprint}\n`);

@@ -35,6 +35,12 @@ export interface ControllerOptions extends CoreOptions {
   https?: { cert: string; key: string } | 'self-signed';
   /** Connect every host at start (default true; tests that drive connects themselves turn it off). */
   loadHosts?: boolean;
+  /**
+   * How other controllers on the same database reach this one's API (HOSTKEEPER_PEER_URL).
+   * Default: this listener's scheme and port on HOSTKEEPER_ADVERTISE_URL's host, else on the
+   * listen address (127.0.0.1 for 0.0.0.0: one machine).
+   */
+  peerUrl?: string;
 }
 
 export interface RunningController {
@@ -123,7 +129,11 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     core.agents.setListenPort(port);
     core.agents.setAgentPort(agentPort);
     core.deployer.setListenPort(port);
+    const advertised = opts.agents?.advertiseUrl ? new URL(opts.agents.advertiseUrl).hostname : undefined;
+    core.cluster.setApiUrl(opts.peerUrl ?? `${opts.https ? 'https' : 'http'}://${advertised ?? (host === '0.0.0.0' ? '127.0.0.1' : host)}:${port}`);
     if (opts.loadHosts !== false) {
+      // Join the other controllers (if any) and take our share of the hosts before connecting them.
+      await core.cluster.start();
       // Flows cut by a restart (maintenance, migrations) resume once the hosts are connected
       // again: a resumed evacuation needs Connected destinations to place VMs on.
       void core.agents.loadAll()

@@ -18,6 +18,14 @@
  * did not authenticate, and signing whatever nonce a stranger sends would make the agent a
  * signing service for that stranger.
  *
+ * Fencing (several controllers, controller/cluster/): a controller's request may carry
+ *   x-hk-fence: <lease token>
+ * the token of its lease on the host (a number that grows each time the host changes owner).
+ * It is signed with the rest (the signed string gains a line `fence:<n>` before the body's
+ * hash when present). The agent remembers the highest token it has seen (on disk, so that a
+ * restart does not forget it) and refuses a request with a lower one (409, code FENCED): a
+ * controller that lost the host, however late its request, cannot act on it any more.
+ *
  * All of this runs inside mutual TLS (protocol/pki.ts): the signatures are the second
  * factor, and the only authentication during an agent's provisional phase (agent/tls.ts).
  */
@@ -26,21 +34,29 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 export const AGENT_PORT = 7070;
 export const AGENT_VERSION = '0.1.0';
 
-export const AUTH = { host: 'x-hk-host', ts: 'x-hk-ts', nonce: 'x-hk-nonce', sig: 'x-hk-sig' } as const;
+export const AUTH = { host: 'x-hk-host', ts: 'x-hk-ts', nonce: 'x-hk-nonce', sig: 'x-hk-sig', fence: 'x-hk-fence' } as const;
 /** Clocks of controller and hosts must agree within this (run NTP on both). */
 export const MAX_SKEW_MS = 30_000;
 
 export const sha256hex = (body: string | Buffer) => createHash('sha256').update(body).digest('hex');
 
-export function signature(secret: string, method: string, path: string, ts: string, nonce: string, body: string | Buffer): string {
-  return createHmac('sha256', secret).update(`${method.toUpperCase()}\n${path}\n${ts}\n${nonce}\n${sha256hex(body)}`).digest('hex');
+export function signature(secret: string, method: string, path: string, ts: string, nonce: string, body: string | Buffer, fence?: string): string {
+  const fenced = fence === undefined ? '' : `fence:${fence}\n`;
+  return createHmac('sha256', secret).update(`${method.toUpperCase()}\n${path}\n${ts}\n${nonce}\n${fenced}${sha256hex(body)}`).digest('hex');
 }
 
+/** A lease token as the x-hk-fence header carries it: a non-negative integer below 2^53. */
+export const FENCE_RE = /^\d{1,15}$/;
+
 /** Headers for a signed request. `path` includes any query string. */
-export function signedHeaders(secret: string, hostUuid: string, method: string, path: string, body: string | Buffer, now: number): Record<string, string> {
+export function signedHeaders(secret: string, hostUuid: string, method: string, path: string, body: string | Buffer, now: number, fence?: number): Record<string, string> {
   const ts = String(now);
   const nonce = randomBytes(16).toString('hex');
-  return { [AUTH.host]: hostUuid, [AUTH.ts]: ts, [AUTH.nonce]: nonce, [AUTH.sig]: signature(secret, method, path, ts, nonce, body) };
+  const f = fence === undefined ? undefined : String(fence);
+  return {
+    [AUTH.host]: hostUuid, [AUTH.ts]: ts, [AUTH.nonce]: nonce, [AUTH.sig]: signature(secret, method, path, ts, nonce, body, f),
+    ...(f === undefined ? {} : { [AUTH.fence]: f }),
+  };
 }
 
 /** The signature of an answer (see the security model above): status, request nonce, body. */
@@ -91,7 +107,7 @@ export function verifySigned(
   now: number,
   secretOf: (hostUuid: string) => string | undefined,
   guard: ReplayGuard,
-): { ok: true; hostUuid: string } | { ok: false; why: AuthFailure } {
+): { ok: true; hostUuid: string; fence?: number } | { ok: false; why: AuthFailure } {
   const h = (k: string) => {
     const v = headers[k];
     return typeof v === 'string' ? v : undefined;
@@ -100,14 +116,16 @@ export function verifySigned(
   const ts = h(AUTH.ts);
   const nonce = h(AUTH.nonce);
   const sig = h(AUTH.sig);
+  const fence = h(AUTH.fence);
   if (!host || !ts || !nonce || !sig || !/^\d{1,16}$/.test(ts) || !/^[0-9a-f]{64}$/.test(sig)) return { ok: false, why: 'missing' };
+  if (headers[AUTH.fence] !== undefined && (fence === undefined || !FENCE_RE.test(fence))) return { ok: false, why: 'missing' };
   const secret = secretOf(host);
   if (!secret) return { ok: false, why: 'unknown-host' };
-  const want = Buffer.from(signature(secret, method, path, ts, nonce, body), 'hex');
+  const want = Buffer.from(signature(secret, method, path, ts, nonce, body, fence), 'hex');
   if (!timingSafeEqual(want, Buffer.from(sig, 'hex'))) return { ok: false, why: 'bad-signature' };
   if (Math.abs(now - Number(ts)) > MAX_SKEW_MS) return { ok: false, why: 'stale' };
   if (!guard.fresh(`${host}:${nonce}`, now)) return { ok: false, why: 'replayed' };
-  return { ok: true, hostUuid: host };
+  return { ok: true, hostUuid: host, ...(fence === undefined ? {} : { fence: Number(fence) }) };
 }
 
 // ---- controller -> agent (all POST, JSON bodies, signed) ------------------------------------
@@ -150,7 +168,8 @@ export const AGENT_PATHS = {
  *   (the connection was cut after sending). The VM stays Paused here, with migratingTo,
  *   until the controller calls vmResolveMigration.
  */
-export type AgentErrorCode = 'GRACE_TIMEOUT' | 'MIGRATION_UNKNOWN';
+/** FENCED: the request's lease token is older than one the agent has seen (another controller owns the host). */
+export type AgentErrorCode = 'GRACE_TIMEOUT' | 'MIGRATION_UNKNOWN' | 'FENCED';
 
 /** Every answer: `success` false carries `error` (and HTTP 4xx/5xx), and `code` for some failures. */
 export interface AgentResponse {

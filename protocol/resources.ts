@@ -196,7 +196,11 @@ export type Kind = 'zone' | 'cluster' | 'host' | 'vm' | 'tag' | 'config' | 'acco
   /** The bounded domain event log (controller/events.ts): oldest rows dropped past the cap. */
   | 'event'
   /** The controller CA (controller/pki/ca.ts): one row, shared by controllers on one database. */
-  | 'pki';
+  | 'pki'
+  /** Controllers sharing the database and their heartbeats (controller/cluster/cluster.ts). */
+  | 'controller'
+  /** Which controller holds each host, and its fencing token (controller/cluster/cluster.ts). */
+  | 'hostLease';
 
 export const RESOURCES = {
   zone: {

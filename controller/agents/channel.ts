@@ -155,7 +155,7 @@ export function openChannel(
 ): Promise<Channel> {
   const path = AGENT_PATHS.channel;
   return new Promise((resolve, reject) => {
-    const signed = signedHeaders(t.secret, t.uuid, 'POST', path, '', now());
+    const signed = signedHeaders(t.secret, t.uuid, 'POST', path, '', now(), t.fence);
     const opts: https.RequestOptions = {
       host: t.managementIp, port: t.agentPort, path, method: 'POST', agent: false,
       headers: { 'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked', ...signed },

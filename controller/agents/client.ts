@@ -37,6 +37,8 @@ export interface AgentTarget {
   secret: string;
   /** The agent holds a certificate from our CA: check it (else: provisional, see above). */
   certified?: boolean;
+  /** The controller's lease token on the host (several controllers: controller/cluster/); sent as x-hk-fence. */
+  fence?: number;
   /** The controller's TLS identity; absent: plain HTTP (bench/ only, to measure TLS). */
   tls?: ControllerTls | null;
 }
@@ -145,7 +147,7 @@ export class AgentClient {
     const tls = t.tls === undefined ? this.tls : t.tls;
     const sessionKey = `${t.uuid}:${!!t.certified}`;
     return new Promise((resolve, reject) => {
-      const signed = signedHeaders(t.secret, t.uuid, 'POST', path, body, this.now());
+      const signed = signedHeaders(t.secret, t.uuid, 'POST', path, body, this.now(), t.fence);
       const opts: https.RequestOptions = {
         host: t.managementIp, port: t.agentPort, path, method: 'POST',
         headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...signed },

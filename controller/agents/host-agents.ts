@@ -14,7 +14,7 @@
 import { type MetricsPort, noMetrics } from '../metrics.ts';
 import { randomBytes } from 'node:crypto';
 import {
-  AGENT_PATHS, AGENT_PORT, type AgentIdentity, type AgentVm, type CapacityRsp, type ConnectRsp, type FactRsp, HEARTBEAT_MS, heartbeatDeadline, heartbeatPeriodFor, type HostFacts,
+  AGENT_PATHS, AGENT_PORT, type AgentErrorCode, type AgentIdentity, type AgentVm, type CapacityRsp, type ConnectRsp, type FactRsp, HEARTBEAT_MS, heartbeatDeadline, heartbeatPeriodFor, type HostFacts,
   type PingRsp, type VmListRsp,
 } from '../../protocol/agent.ts';
 import { checkFacts } from '../../protocol/agent-schemas.ts';
@@ -32,10 +32,12 @@ import { hostRef } from '../services/inventory.ts';
 import type { JobHandle } from '../services/jobs.ts';
 import { applyHostFacts } from '../services/facts.ts';
 import { applyAgentReport } from '../services/vms.ts';
-import type { Repository } from '../store/repository.ts';
+import type { Repository, Tx } from '../store/repository.ts';
 import { type Channel, openChannel } from './channel.ts';
 import { AgentClient, AgentError, type AgentTarget } from './client.ts';
 import type { ControllerTls } from '../pki/ca.ts';
+import type { Cluster, HostLeaseRow } from '../cluster/cluster.ts';
+import { PeerCalls } from '../cluster/peer-calls.ts';
 import { liveness } from './liveness.ts';
 import { Semaphore } from '../semaphore.ts';
 
@@ -65,6 +67,19 @@ export interface HostAgentsOptions {
   checkEveryMs?: number;
   /** The controller's TLS identity for calls to agents (core passes its Pki); null: plain HTTP, bench/ only. */
   tls?: ControllerTls | null;
+  /**
+   * Membership and host leases (controller/cluster/): this controller connects, pings and
+   * calls only the hosts it holds, under its lease token; calls for other hosts go to their
+   * holder. Absent (unit tests): every host is ours, calls carry no token.
+   */
+  cluster?: Cluster;
+}
+
+/** Per host: how often this controller pinged it, and when first and last (tests count double pinging). */
+export interface PingRecord {
+  count: number;
+  first: number;
+  last: number;
 }
 
 export class HostAgents {
@@ -93,6 +108,10 @@ export class HostAgents {
   metrics: MetricsPort = noMetrics;
   private readonly checkEveryMs: number;
   private startedAt: number;
+  private readonly cluster?: Cluster;
+  private readonly peers?: PeerCalls;
+  /** Per-host ping record (GET /zstack/internal/pings). */
+  readonly pings = new Map<string, PingRecord>();
 
   constructor(
     private readonly repo: Repository,
@@ -110,6 +129,17 @@ export class HostAgents {
     this.graceMs = opts.startupGraceMs ?? 2 * 60_000;
     this.checkEveryMs = opts.checkEveryMs ?? 200;
     this.startedAt = clock.now();
+    this.cluster = opts.cluster;
+    if (this.cluster) {
+      this.peers = new PeerCalls(this.cluster, () => clock.now());
+      this.cluster.listener = {
+        gained: (hosts) => this.onGained(hosts),
+        lost: (hosts) => this.onLost(hosts),
+        detached: () => this.onDetached(),
+        attached: (hosts) => this.onGained(hosts),
+        died: (members) => this.onMembersDied?.(members),
+      };
+    }
     this.unsubscribe.push(
       configs.onChange('host', 'ping.parallelismDegree', (v) => this.pingLimit.setLimit(Number(v))),
       configs.onChange('kvm', 'host.syncLevel', (v) => this.client.setPerHostLimit(Number(v))),
@@ -163,6 +193,126 @@ export class HostAgents {
     return { uuid: h.uuid, managementIp: h.managementIp, agentPort: h.agentPort ?? AGENT_PORT, secret: h.agentSecret, certified: h.agentCertNotAfter !== undefined };
   }
 
+  /** The host's address and credentials, with our lease token when several controllers share it. */
+  targetOf(h: HostRow): AgentTarget {
+    const t = HostAgents.target(h);
+    const fence = this.cluster?.tokenOf(h.uuid);
+    return fence === undefined ? t : { ...t, fence };
+  }
+
+  /** True when this controller may act on the host (holds its lease, or is the only controller). */
+  holds(uuid: string): boolean {
+    return !this.cluster || this.cluster.holds(uuid);
+  }
+
+  /** Set by core: members that died (their flows and jobs are taken over). */
+  onMembersDied?: (members: string[]) => void;
+
+  /**
+   * One call to a host's agent for the VM operations and flows: direct when we hold the host,
+   * else through the controller that holds it (controller/cluster/peer-calls.ts), which makes
+   * it under its own token. An agent refusing our token (another controller took the host)
+   * drops the host from what we hold.
+   */
+  async callHost<T extends { success: boolean }>(host: HostRow, path: string, body: unknown, timeoutMs: number): Promise<T> {
+    const c = this.cluster;
+    if (!c || !this.peers) return (await this.client.call<T>(this.targetOf(host), path, body, timeoutMs)).body;
+    // Three rounds cover the races: the holder changes between our look and our call.
+    for (let round = 0; ; round++) {
+      if (c.holds(host.uuid)) {
+        try {
+          return (await this.client.call<T>(this.targetOf(host), path, body, timeoutMs)).body;
+        } catch (err) {
+          if (!(err instanceof AgentError && err.code === 'FENCED') || round >= 2) throw err;
+          await c.fenced(host.uuid);
+          continue;
+        }
+      }
+      const holder = await c.holderOf(host.uuid);
+      if (holder && holder.uuid !== c.uuid) {
+        const a = await this.peers.call<T>(holder, host.uuid, path, body, timeoutMs);
+        if (a.success) return a.body;
+        const f = a.failure;
+        // The peer let the host go meanwhile: look again.
+        if (round < 2 && /no longer holds/.test(f.message)) continue;
+        throw new AgentError(f.kind, f.message, { status: f.status, code: f.code as AgentErrorCode | undefined });
+      }
+      // Nobody live holds it (its holder stopped, or it was never connected): take it, and
+      // connect it like any host we gain, so that it is pinged.
+      if (round >= 2) throw new AgentError('unreachable', `no controller holds host[uuid:${host.uuid}] at the moment: try again`);
+      await c.acquire(host.uuid).then(() => {
+        if (c.started) this.onGained([host.uuid]);
+      }, () => undefined);
+    }
+  }
+
+  /** A peer controller's call for a host we hold (api/internal.ts). */
+  async callForPeer(hostUuid: string, path: string, body: unknown, timeoutMs: number): Promise<unknown> {
+    if (!this.holds(hostUuid)) throw new AgentError('unreachable', `controller[uuid:${this.cluster?.uuid}] no longer holds host[uuid:${hostUuid}]`);
+    const host = await this.hosts.mustGet(hostUuid);
+    try {
+      return (await this.client.call(this.targetOf(host), path, body, timeoutMs)).body;
+    } catch (err) {
+      if (err instanceof AgentError && err.code === 'FENCED') await this.cluster?.fenced(hostUuid);
+      throw err;
+    }
+  }
+
+  // ---- hand-over (several controllers) -------------------------------------------------------
+
+  private onGained(hosts: string[]): void {
+    if (this.stopped) return;
+    void (async () => {
+      for (const uuid of hosts) {
+        const h = await this.repo.get<HostRow>('host', uuid).catch(() => undefined);
+        if (!h || !h.agentSecret || inMaintenance(h.state) || (h.deployPhase ?? 'done') !== 'done' || this.tracked.has(uuid)) continue;
+        void this.connect(uuid).catch((err) => this.afterFailedConnect(uuid, err));
+      }
+    })();
+  }
+
+  private onLost(hosts: string[]): void {
+    for (const uuid of hosts) {
+      this.untrack(uuid);
+      this.cancelReconnect(uuid);
+    }
+  }
+
+  /** The database is gone: act on no host (statuses cannot be recorded; the holders decide later). */
+  private onDetached(): void {
+    this.cancelReconnects();
+    for (const uuid of [...this.tracked.keys()]) this.untrack(uuid);
+  }
+
+  /**
+   * Inside a transaction about a host: true when another controller holds its lease now, so
+   * that a controller that lost the host records nothing about it (the database side of
+   * fencing; the agent refuses its calls).
+   */
+  private async leaseLost(tx: Tx, uuid: string): Promise<boolean> {
+    if (!this.cluster) return false;
+    return (await tx.get<HostLeaseRow>('hostLease', uuid))?.owner !== this.cluster.uuid;
+  }
+
+  /** An agent refused our lease token: forget the host (its holder acts on it). */
+  private async ifFenced(uuid: string, err: unknown): Promise<boolean> {
+    if (!(err instanceof AgentError && err.code === 'FENCED')) return false;
+    await this.cluster?.fenced(uuid);
+    this.untrack(uuid);
+    return true;
+  }
+
+  private notePing(uuid: string): void {
+    const now = this.clock.now();
+    const r = this.pings.get(uuid);
+    if (r) {
+      r.count++;
+      r.last = now;
+    } else {
+      this.pings.set(uuid, { count: 1, first: now, last: now });
+    }
+  }
+
   isTracked(uuid: string): boolean {
     return this.tracked.has(uuid);
   }
@@ -209,7 +359,19 @@ export class HostAgents {
     if (inMaintenance(host.state)) {
       throw operationError(`${hostRef(host)} is in state[${host.state}], cannot perform required operation: enable or disable it first`);
     }
-    const target = HostAgents.target(host);
+    // Several controllers: only the lease holder connects a host, and says so with its token.
+    await this.cluster?.acquire(uuid);
+    const unpin = this.cluster?.pin(uuid);
+    try {
+      return await this.connectLeased(host, job);
+    } finally {
+      unpin?.();
+    }
+  }
+
+  private async connectLeased(host: HostRow, job?: JobHandle): Promise<HostRow> {
+    const uuid = host.uuid;
+    const target = this.targetOf(host);
     this.untrack(uuid);
     const timeout = this.timeoutMs;
     // Metrics only (a duration, not a timer): a host that connected before is a reconnect.
@@ -221,7 +383,10 @@ export class HostAgents {
       {
         name: 'mark-connecting',
         run: async () => {
-          await this.repo.transaction((tx) => this.hosts.applyStatusEvent(tx, uuid, 'connecting', 'connecting'));
+          await this.repo.transaction(async (tx) => {
+            if (await this.leaseLost(tx, uuid)) throw new AgentError('refused', 'another controller holds the host now');
+            await this.hosts.applyStatusEvent(tx, uuid, 'connecting', 'connecting');
+          });
         },
       },
       {
@@ -269,6 +434,7 @@ export class HostAgents {
         name: 'mark-connected',
         run: async () => {
           await this.repo.transaction(async (tx) => {
+            if (await this.leaseLost(tx, uuid)) throw new AgentError('refused', 'another controller holds the host now');
             const now = this.clock.now();
             await applyHostFacts(tx, uuid, ctx.facts!, now);
             const c = ctx.cap!;
@@ -290,7 +456,10 @@ export class HostAgents {
       this.metrics.connect(kind, false, (performance.now() - t0) / 1000);
       session.destroy();
       const reason = err instanceof Error ? err.message : String(err);
-      await this.repo.transaction((tx) => this.hosts.applyStatusEvent(tx, uuid, 'disconnected', reason)).catch(() => undefined);
+      if (await this.ifFenced(uuid, err)) throw new HkError('HOST.1003', `host[uuid:${uuid}] is held by another controller now: ${reason}`);
+      await this.repo.transaction(async (tx) => {
+        if (!(await this.leaseLost(tx, uuid))) await this.hosts.applyStatusEvent(tx, uuid, 'disconnected', reason);
+      }).catch(() => undefined);
       if (err instanceof HkError) throw err;
       throw new HkError('HOST.1003', `connection error for KVM host[uuid:${uuid}, ip:${host.managementIp}]: ${reason}`);
     }
@@ -309,7 +478,7 @@ export class HostAgents {
     if (this.stopped || this.vmBusy(vmUuid)) return;
     void this.repo.transaction(async (tx) => {
       const host = await tx.get<HostRow>('host', hostUuid);
-      if (!host || host.status !== 'Connected') return;
+      if (!host || host.status !== 'Connected' || (await this.leaseLost(tx, hostUuid))) return;
       await applyAgentReport(tx, this.configs, this.clock.now(), host, vm ? [vm] : [], false, vm ? [] : [vmUuid]);
     }).catch((err) => this.log.warn({ host: hostUuid, vm: vmUuid, err: (err as Error).message }, 'could not record a VM change pushed by the agent'));
   }
@@ -391,11 +560,15 @@ export class HostAgents {
   async pingTracked(uuid: string): Promise<void> {
     const t = this.tracked.get(uuid);
     if (!t || t.pingInFlight) return;
-    const host = await this.repo.get<HostRow>('host', uuid);
+    if (!this.holds(uuid)) return this.untrack(uuid);
+    // The store unreachable: no ping this round (the cluster detaches us if it lasts).
+    const host = await this.repo.get<HostRow>('host', uuid).catch(() => null);
+    if (host === null) return;
     if (!host) return this.untrack(uuid);
     if (inMaintenance(host.state)) return;
     const t0 = performance.now();
     t.pingInFlight = true;
+    this.notePing(uuid);
     try {
       const identity = await this.pingLimit.run(async () => {
         const timeout = this.timeoutMs;
@@ -417,6 +590,7 @@ export class HostAgents {
       }
     } catch (err) {
       this.metrics.ping(false, (performance.now() - t0) / 1000);
+      if (await this.ifFenced(uuid, err)) return;
       if (this.tracked.get(uuid) === t) await this.declareDown(uuid, `ping failed: ${(err as Error).message}`);
     } finally {
       t.pingInFlight = false;
@@ -425,7 +599,7 @@ export class HostAgents {
 
   /** A ping over plain HTTP (no channel): the agent's identity. */
   private async httpPing(host: HostRow, timeoutMs: number): Promise<PingRsp> {
-    return (await this.client.call<PingRsp>(HostAgents.target(host), AGENT_PATHS.ping, { hostUuid: host.uuid }, timeoutMs)).body;
+    return (await this.client.call<PingRsp>(this.targetOf(host), AGENT_PATHS.ping, { hostUuid: host.uuid }, timeoutMs)).body;
   }
 
   private identityChange(was: AgentIdentity, now: AgentIdentity, uuid: string): string | undefined {
@@ -441,10 +615,10 @@ export class HostAgents {
     if (!t || this.stopped) return;
     t.channel = undefined;
     void (async () => {
-      const host = await this.repo.get<HostRow>('host', uuid);
+      const host = await this.repo.get<HostRow>('host', uuid).catch(() => undefined);
       if (!host || this.tracked.get(uuid) !== t) return;
       try {
-        const target = HostAgents.target(host);
+        const target = this.targetOf(host);
         const pong = await this.httpPing(host, Math.min(this.timeoutMs, 2000));
         if (this.tracked.get(uuid) !== t) return;
         const changed = this.identityChange(t.identity, pong, uuid);
@@ -452,6 +626,7 @@ export class HostAgents {
         t.channel = await openChannel({ ...target, tls: this.client.tls }, () => this.clock.now(), this.timeoutMs, (w) => this.onChannelLost(uuid, w), (vmUuid, vm) => this.onVmPush(uuid, vmUuid, vm));
         this.tellHeartbeat(t.channel);
       } catch (err) {
+        if (await this.ifFenced(uuid, err)) return;
         if (this.tracked.get(uuid) === t) await this.declareDown(uuid, `${why}; ${(err as Error).message}`);
       }
     })();
@@ -505,8 +680,12 @@ export class HostAgents {
   async declareDown(uuid: string, reason: string): Promise<void> {
     if (!this.tracked.has(uuid)) return;
     this.untrack(uuid);
+    // A host we no longer hold is its new holder's to judge.
+    if (!this.holds(uuid)) return;
     const trackedBefore = this.tracked.size + 1;
-    await this.repo.transaction((tx) => this.hosts.applyStatusEvent(tx, uuid, 'disconnected', reason)).catch((err) => {
+    await this.repo.transaction(async (tx) => {
+      if (!(await this.leaseLost(tx, uuid))) await this.hosts.applyStatusEvent(tx, uuid, 'disconnected', reason);
+    }).catch((err) => {
       this.log.warn({ host: uuid, err: (err as Error).message }, 'could not record Disconnected');
     });
     this.noteDrop(trackedBefore);
@@ -557,7 +736,13 @@ export class HostAgents {
   }
 
   private async tryReconnect(uuid: string, attempt: number, forced = 0): Promise<void> {
-    const host = await this.repo.get<HostRow>('host', uuid);
+    if (!this.holds(uuid)) return;
+    let host: HostRow | undefined;
+    try {
+      host = await this.repo.get<HostRow>('host', uuid);
+    } catch {
+      return this.scheduleReconnect(uuid, attempt + 1, forced); // the store is unreachable: later
+    }
     if (!host || inMaintenance(host.state) || this.tracked.has(uuid)) return;
     if (this.braking) {
       // Probe only: one answer means we can see hosts again.
@@ -617,8 +802,12 @@ export class HostAgents {
 
   /** Starts reconnecting every Disconnected host that can be (auto-reconnect turned on). */
   async reconnectDisconnected(): Promise<void> {
-    for (const h of await this.repo.find<HostRow>('host', { status: 'Disconnected' })) {
-      if (h.agentSecret && !inMaintenance(h.state) && !this.reconnecting.has(h.uuid)) this.scheduleReconnect(h.uuid);
+    const down = await this.repo.find<HostRow>('host', { status: 'Disconnected' }).catch((err) => {
+      this.log.warn({ err: (err as Error).message }, 'cannot list the Disconnected hosts to reconnect');
+      return [] as HostRow[];
+    });
+    for (const h of down) {
+      if (h.agentSecret && !inMaintenance(h.state) && !this.reconnecting.has(h.uuid) && this.holds(h.uuid)) this.scheduleReconnect(h.uuid);
     }
   }
 
@@ -632,7 +821,8 @@ export class HostAgents {
   async loadAll(): Promise<void> {
     this.startedAt = this.clock.now();
     // Hosts whose deployment a restart cut are the deployer's (resumeAfterRestart).
-    const all = (await this.repo.all<HostRow>('host')).filter((h) => h.agentSecret && !inMaintenance(h.state) && (h.deployPhase ?? 'done') === 'done');
+    // Several controllers: the hosts whose lease we hold (Cluster.start took our share).
+    const all = (await this.repo.all<HostRow>('host')).filter((h) => h.agentSecret && !inMaintenance(h.state) && (h.deployPhase ?? 'done') === 'done' && (this.holds(h.uuid) || !this.cluster?.started));
     if (all.length === 0) return;
     const degree = this.configs.getBool('host', 'load.all') ? all.length : this.configs.getInt('host', 'load.parallelismDegree');
     const limit = new Semaphore(degree);

@@ -11,7 +11,9 @@
  * Restarts: the windows and what each did are rows. At start a window whose firing was
  * missed while no controller ran starts at once when it is still within its duration, else
  * the firing is recorded as missed; an Active window whose end passed ends at once. Several
- * controllers on one database: only the owner of a host acts on it (the PostgreSQL work).
+ * controllers on one database each arm every window; a firing runs once, on the controller
+ * whose transaction moves the window from Waiting to Active (the others see it moved), and
+ * its agent calls go to each host's holder (controller/cluster/).
  */
 import cron from 'node-cron';
 import { HkError, invalidArgument, notFound } from '../../protocol/errors.ts';
@@ -174,9 +176,17 @@ export class MaintenanceWindows {
    */
   private async fire(w: MaintenanceWindowRow, firedAt: number): Promise<void> {
     const activeUntil = firedAt + w.durationMinutes * 60_000;
-    await this.repo.transaction((tx) => tx.update<MaintenanceWindowRow>('maintenanceWindow', w.uuid, {
-      state: 'Active', lastFireDate: firedAt, activeUntil, entered: [], nextFireDate: this.next(w, activeUntil), lastOpDate: this.clock.now(),
-    }));
+    // Compare and set: with several controllers on one database, each arms the window, and
+    // the one whose transaction sees it still Waiting for this firing runs it; the others skip.
+    const mine = await this.repo.transaction(async (tx) => {
+      const cur = await tx.get<MaintenanceWindowRow>('maintenanceWindow', w.uuid);
+      if (!cur || cur.state !== 'Waiting' || cur.nextFireDate !== w.nextFireDate) return false;
+      await tx.update<MaintenanceWindowRow>('maintenanceWindow', w.uuid, {
+        state: 'Active', lastFireDate: firedAt, activeUntil, entered: [], nextFireDate: this.next(w, activeUntil), lastOpDate: this.clock.now(),
+      });
+      return true;
+    });
+    if (!mine) return;
     let entered = 0;
     for (const uuid of w.hostUuids) {
       const h = await this.repo.get<HostRow>('host', uuid);
@@ -226,6 +236,11 @@ export class MaintenanceWindows {
       });
     });
     this.log.info({ window: w.uuid, name: w.name }, 'maintenance window ended');
+  }
+
+  /** Waits for a tick the timer started (tests: a firing another tick skipped runs there). */
+  async idle(): Promise<void> {
+    await this.ticking;
   }
 
   async stop(): Promise<void> {

@@ -23,6 +23,13 @@ import type { Logger } from '../log.ts';
 import { type JobHandle, type JobProgress, type JobRow, type Jobs, WorkInterrupted } from '../services/jobs.ts';
 import type { Repository, Tx } from '../store/repository.ts';
 
+/** What the runner needs to know of the other controllers (controller/cluster/cluster.ts). */
+export interface FlowMembers {
+  readonly uuid: string;
+  isLive(member: string): boolean;
+  ringOwner(key: string): string;
+}
+
 export type FlowStatus = 'Running' | 'RollingBack' | 'Succeeded' | 'Failed';
 
 export interface FlowRow {
@@ -35,6 +42,10 @@ export interface FlowRow {
   ctx: unknown;
   /** The error that started the rollback. */
   error?: ErrorBody;
+  /** The controller running it (several controllers: another takes it over when that one stops). */
+  controllerUuid?: string;
+  /** The host it works on (ctx.hostUuid), whose holder takes it over. */
+  hostUuid?: string;
   createDate: number;
   lastOpDate: number;
 }
@@ -122,6 +133,7 @@ export class FlowRunner {
     private readonly clock: Clock,
     private readonly log: Logger,
     private readonly jobs: Jobs,
+    private readonly members?: FlowMembers,
   ) {}
 
   define<C>(def: FlowDef<C>): void {
@@ -140,9 +152,13 @@ export class FlowRunner {
     const def = this.def(kind);
     const now = this.clock.now();
     const flowUuid = newUuid();
+    const hostUuid = (ctx as { hostUuid?: unknown } | null)?.hostUuid;
     const row = await this.jobs.record(job.uuid, def.apiName, job.webHook, async (tx) => {
       await prepare?.(tx, flowUuid);
-      await tx.insert<FlowRow>('flow', { uuid: flowUuid, kind, jobUuid: job.uuid, status: 'Running', step: 0, ctx, createDate: now, lastOpDate: now });
+      await tx.insert<FlowRow>('flow', {
+        uuid: flowUuid, kind, jobUuid: job.uuid, status: 'Running', step: 0, ctx, createDate: now, lastOpDate: now,
+        ...(this.members ? { controllerUuid: this.members.uuid } : {}), ...(typeof hostUuid === 'string' ? { hostUuid } : {}),
+      });
     });
     this.launch(flowUuid, def, false);
     return row;
@@ -157,14 +173,48 @@ export class FlowRunner {
     return out;
   }
 
-  /** Resumes every unfinished flow (at start-up); returns how many. */
+  /**
+   * Resumes every unfinished flow of this controller (at start-up), then takes over those of
+   * controllers that are not live; returns how many.
+   */
   async resumeAll(): Promise<number> {
     let n = 0;
+    const me = this.members?.uuid;
     for (const f of await this.repo.all<FlowRow>('flow')) {
       if (f.status !== 'Running' && f.status !== 'RollingBack') continue;
+      if (f.controllerUuid && f.controllerUuid !== me) continue;
       const def = this.defs.get(f.kind);
-      if (!def) continue;
+      if (!def || this.active.has(f.uuid)) continue;
       this.log.warn({ flow: f.uuid, kind: f.kind, step: f.step, status: f.status }, 'resuming a flow cut by a restart');
+      this.launch(f.uuid, def, true);
+      n++;
+    }
+    return n + (await this.claimOrphans());
+  }
+
+  /**
+   * Several controllers: unfinished flows of members that are not live, which the ring gives
+   * to this one (by their host, else by their own uuid), are claimed in a transaction that
+   * checks nobody claimed them first, and resumed here. Returns how many.
+   */
+  async claimOrphans(): Promise<number> {
+    const m = this.members;
+    if (!m) return 0;
+    let n = 0;
+    for (const f of await this.repo.all<FlowRow>('flow')) {
+      if ((f.status !== 'Running' && f.status !== 'RollingBack') || !f.controllerUuid || f.controllerUuid === m.uuid) continue;
+      if (m.isLive(f.controllerUuid) || m.ringOwner(f.hostUuid ?? f.uuid) !== m.uuid) continue;
+      const def = this.defs.get(f.kind);
+      if (!def || this.active.has(f.uuid)) continue;
+      const claimed = await this.repo.transaction(async (tx) => {
+        const cur = await tx.get<FlowRow>('flow', f.uuid);
+        if (!cur || cur.controllerUuid !== f.controllerUuid || (cur.status !== 'Running' && cur.status !== 'RollingBack')) return false;
+        await tx.update<FlowRow>('flow', f.uuid, { controllerUuid: m.uuid, lastOpDate: this.clock.now() });
+        if (cur.jobUuid && (await tx.get<JobRow>('job', cur.jobUuid))) await tx.update<JobRow>('job', cur.jobUuid, { controllerUuid: m.uuid });
+        return true;
+      });
+      if (!claimed) continue;
+      this.log.warn({ flow: f.uuid, kind: f.kind, from: f.controllerUuid, step: f.step }, 'taking over a flow of a controller that stopped');
       this.launch(f.uuid, def, true);
       n++;
     }

@@ -142,7 +142,8 @@ export class VmOps {
   }
 
   private call<T extends { success: boolean }>(host: HostRow, path: string, body: unknown, timeoutMs = this.o.callTimeoutMs) {
-    return this.agents.client.call<T>(HostAgents.target(host), path, body, timeoutMs).then((r) => r.body);
+    // Through the controller holding the host when that is not this one (controller/cluster/).
+    return this.agents.callHost<T>(host, path, body, timeoutMs);
   }
 
   private agentVm(vm: VmRow): Omit<AgentVm, 'state'> {

@@ -36,6 +36,8 @@ export interface JobRow {
   result?: unknown;
   error?: ErrorBody;
   webHook?: string;
+  /** The controller running the job (several controllers: controller/cluster/). */
+  controllerUuid?: string;
   createDate: number;
   lastOpDate: number;
 }
@@ -61,6 +63,8 @@ export class Jobs {
   private readonly alsoSweep: (() => Promise<unknown>)[] = [];
   /** Told of every finished job after it commits (metrics); `err` is what the work threw. */
   private readonly finishHooks: ((job: JobRow, err?: unknown) => void)[] = [];
+  /** This controller's member uuid (core sets it): written on the jobs it runs. */
+  member: string | undefined;
 
   constructor(
     private readonly repo: Repository,
@@ -87,20 +91,39 @@ export class Jobs {
    * finish (controller/flows/runner.ts), and starts the expiry sweep.
    */
   async start(resumable: (job: JobRow) => boolean = () => false): Promise<void> {
-    const cut = (await this.repo.all<JobRow>('job')).filter((j) => j.status === 'Running' && !resumable(j));
-    if (cut.length > 0) {
-      const now = this.clock.now();
-      await this.repo.transaction(async (tx) => {
-        for (const j of cut) {
-          await tx.update<JobRow>('job', j.uuid, {
-            status: 'Failed', lastOpDate: now,
-            error: new HkError('SYS.1000', `job[uuid:${j.uuid}, api:${j.apiName}] was cut by a controller restart and cannot be resumed; run it again`).toBody(),
-          });
-        }
-      });
-      this.log.warn({ jobs: cut.length }, 'marked jobs cut by the restart as failed');
-    }
+    // Only our own: another controller's Running jobs are running there.
+    await this.failCut((j) => !j.controllerUuid || j.controllerUuid === this.member, resumable, 'a controller restart');
     this.scheduleSweep();
+  }
+
+  /**
+   * Several controllers: the Running jobs of members that are not live any more, except those
+   * a durable flow finishes (taken over by runner.claimOrphans), are failed: they ran in the
+   * memory of the controller that stopped. Checked again in the transaction.
+   */
+  async failOrphans(isLive: (member: string) => boolean, resumable: (job: JobRow) => boolean): Promise<number> {
+    return this.failCut((j) => !!j.controllerUuid && j.controllerUuid !== this.member && !isLive(j.controllerUuid), resumable, 'the stop of the controller running it');
+  }
+
+  private async failCut(whose: (j: JobRow) => boolean, resumable: (job: JobRow) => boolean, why: string): Promise<number> {
+    const cut = (await this.repo.all<JobRow>('job')).filter((j) => j.status === 'Running' && whose(j) && !resumable(j));
+    if (cut.length === 0) return 0;
+    const now = this.clock.now();
+    const n = await this.repo.transaction(async (tx) => {
+      let failed = 0;
+      for (const j of cut) {
+        const cur = await tx.get<JobRow>('job', j.uuid);
+        if (cur?.status !== 'Running' || cur.controllerUuid !== j.controllerUuid) continue;
+        await tx.update<JobRow>('job', j.uuid, {
+          status: 'Failed', lastOpDate: now,
+          error: new HkError('SYS.1000', `job[uuid:${j.uuid}, api:${j.apiName}] was cut by ${why} and cannot be resumed; run it again`).toBody(),
+        });
+        failed++;
+      }
+      return failed;
+    });
+    if (n > 0) this.log.warn({ jobs: n, why }, 'marked cut jobs as failed');
+    return n;
   }
 
   private scheduleSweep(): void {
@@ -186,7 +209,9 @@ export class Jobs {
     return this.repo.transaction(async (tx) => {
       await prepare?.(tx);
       await recordEvent(tx, { type: 'JobStarted', resourceType: 'ApiJob', resourceUuid: uuid, resourceName: apiName, to: 'Running', message: `job[uuid:${uuid}, api:${apiName}] started` });
-      return tx.insert<JobRow>('job', { uuid, apiName, status: 'Running', createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}) });
+      return tx.insert<JobRow>('job', {
+        uuid, apiName, status: 'Running', createDate: now, lastOpDate: now, ...(webHook ? { webHook } : {}), ...(this.member ? { controllerUuid: this.member } : {}),
+      });
     });
   }
 

@@ -49,6 +49,8 @@ export const KINDS: Record<Kind, KindSpec> = {
   maintenanceWindow: {},
   event: {},
   pki: {},
+  controller: {},
+  hostLease: { indexes: { owner: {} } },
 };
 
 export const KIND_NAMES = Object.keys(KINDS) as Kind[];

@@ -7,6 +7,7 @@
 import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { HostRow, MaintenanceWindowRow } from '../../protocol/resources.ts';
+import { MaintenanceWindows } from '../../controller/flows/maintenance-windows.ts';
 import { FakeClock } from '../fakes/clock.ts';
 import { call, makeCluster, makeController, makeHost, makeZone, refused, setStatus, type TestController } from '../helpers.ts';
 
@@ -21,6 +22,8 @@ async function advance(t: TestController, ms: number) {
   await new Promise((r) => setImmediate(r));
   t.clock.advance(ms);
   await t.core.windows.tick();
+  // The timer's own tick may have won the firing (it runs once): wait for it too.
+  await t.core.windows.idle();
   await t.core.jobs.drain();
 }
 
@@ -92,5 +95,28 @@ describe('maintenance windows', () => {
     expect(await state(t2, hosts[0].uuid)).toBe(want);
     const w = (await t2.core.repo.all<MaintenanceWindowRow>('maintenanceWindow'))[0]!;
     expect(w.missed).toBe(missed);
+  });
+});
+
+describe('several controllers', () => {
+  it('each arms the window; a firing runs once (the transaction that moves it to Active wins)', async () => {
+    const { t, hosts } = await setup();
+    await call(t, 'post', '/maintenance-windows', { params: { name: 'w', hostUuids: [hosts[0].uuid], cron: '0 1 * * *', durationMinutes: 60 } });
+    const c = t.core;
+    // A second controller's windows over the same store.
+    const other = new MaintenanceWindows(c.repo, c.clock, c.log, c.hosts, c.maintenance, () => c.hostOps);
+    t.clock.advance(30 * MIN);
+    await Promise.all([c.windows.tick(), other.tick(), c.windows.idle()]);
+    await c.jobs.drain();
+    const jobs = (await c.repo.all<{ uuid: string; apiName: string }>('job')).filter((j) => /ChangeHostState/.test(j.apiName));
+    expect(jobs).toHaveLength(1);
+    expect(await state(t, hosts[0].uuid)).toBe('Maintenance');
+    // A second firing would have reset what the window entered, and its end would leave the host in maintenance.
+    expect((await c.repo.all<MaintenanceWindowRow>('maintenanceWindow'))[0]!.entered).toEqual([hosts[0].uuid]);
+    t.clock.advance(60 * MIN);
+    await Promise.all([c.windows.tick(), other.tick(), c.windows.idle()]);
+    await c.jobs.drain();
+    expect(await state(t, hosts[0].uuid)).toBe('Enabled');
+    await other.stop();
   });
 });

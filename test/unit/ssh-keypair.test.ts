@@ -68,3 +68,23 @@ describe('keys on disk', () => {
     expect(b.publicKey).not.toBe(a.publicKey);
   });
 });
+
+describe('keys in the store (several controllers on one database)', () => {
+  it('two controllers with their own data dirs get the same controller key and migration key; a key file from before is adopted', async () => {
+    const { EmbeddedStore } = await import('../../controller/store/embedded-store.ts');
+    const repo = await EmbeddedStore.open(await tempDir(), { sync: false });
+    // The first controller ran before keys moved to the store: its file is adopted.
+    const before = await loadOrCreateKey(await tempDir());
+    const dirA = join(before.privateKeyPath, '..', '..');
+    const a = await loadOrCreateKey(dirA, repo);
+    expect(a.publicKey).toBe(before.publicKey);
+    const b = await loadOrCreateKey(await tempDir(), repo);
+    expect(b.publicKey).toBe(a.publicKey);
+    expect(await readFile(b.privateKeyPath, 'utf8')).toBe(a.privateKey);
+    expect((await stat(b.privateKeyPath)).mode & 0o777).toBe(0o600);
+    const cluster = 'c'.repeat(32);
+    const [ma, mb] = await Promise.all([clusterMigrationKey(await tempDir(), cluster, repo), clusterMigrationKey(await tempDir(), cluster, repo)]);
+    expect(mb.publicKey).toBe(ma.publicKey);
+    await repo.close();
+  });
+});
