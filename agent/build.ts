@@ -16,8 +16,11 @@ const OUT = join(ROOT, 'dist');
  * serves no files (serve-static, send), writes JSON with Node's own methods (mime-types and
  * its 200 KB database), and uses the simple query parser (qs). Left out of the bundle they
  * save ~6 MB of resident memory; a call into one throws, naming it, instead of misbehaving.
+ * Likewise Node's `http2`, which axios imports for `httpVersion: 2` only (the agent's client,
+ * http-client.ts, speaks HTTP/1.1): the bundle's static import of it would load it at every
+ * start; without it an idle agent is ~0.3-0.8 MB smaller (bench/agent-rss.bench.ts).
  */
-export const STUBBED = ['body-parser', 'serve-static', 'send', 'mime-types', 'qs'];
+export const STUBBED = ['body-parser', 'serve-static', 'send', 'mime-types', 'qs', 'http2'];
 
 const stubPlugin: esbuild.Plugin = {
   name: 'hostkeeper-stubs',

@@ -13,6 +13,7 @@
  * The server swaps its context (`onNew`); connections already open are not touched.
  */
 import { ANSWER_SIG_HEADER, AUTH, signedHeaders, verifyAnswer } from '../protocol/agent.ts';
+import { type Backoff, BackoffSequence } from '../protocol/backoff.ts';
 import { type CertificateCmd, type CertificateRsp, PKI_PATHS, renewAt, validity } from '../protocol/pki.ts';
 import type { Clock } from './clock.ts';
 import { answerError, type ClientTls, joinUrl, postJson } from './http-client.ts';
@@ -22,13 +23,14 @@ import type { StateStore } from './state.ts';
 import { checkIssued, newKey, type AgentTlsStore, type TlsMaterial } from './tls.ts';
 
 const REQUEST_TIMEOUT_MS = 30_000;
-export const CERT_RETRY_MS = { initial: 30_000, max: 3600_000 };
+/** Failed requests: 30 s doubling to 1 h (the one policy, protocol/backoff.ts). */
+export const CERT_RETRY: Backoff = { initialMs: 30_000, maxMs: 3600_000 };
 /** setTimeout's limit: a longer wait is taken in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class CertKeeper {
   private cancel?: () => void;
-  private retryMs = 0;
+  private readonly retry = new BackoffSequence(CERT_RETRY);
   private inFlight: Promise<void> | undefined;
   private stopped = false;
 
@@ -102,13 +104,13 @@ export class CertKeeper {
       // From now on pushes and renewals go to the controller's TLS port.
       const agentUrl = agentUrlOf(cfg.controllerUrl, rsp.agentPort);
       if (cfg.controllerUrl !== agentUrl) await this.state.update({ controllerUrl: agentUrl });
-      this.retryMs = 0;
+      this.retry.reset();
       this.log.info({ notAfter: new Date(validity(m.cert).notAfter).toISOString() }, 'obtained a certificate from the controller');
       this.scheduleRenewal();
     } catch (err) {
-      this.retryMs = this.retryMs ? Math.min(CERT_RETRY_MS.max, this.retryMs * 2) : CERT_RETRY_MS.initial;
-      this.log.warn({ err: (err as Error).message, retryInMs: this.retryMs }, 'certificate request failed; will retry');
-      this.wait(this.retryMs, () => void this.renew().catch(() => {}));
+      const retryInMs = this.retry.next();
+      this.log.warn({ err: (err as Error).message, retryInMs }, 'certificate request failed; will retry');
+      this.wait(retryInMs, () => void this.renew().catch(() => {}));
       throw err;
     }
   }

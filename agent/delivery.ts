@@ -14,6 +14,15 @@
  * - a refusal after such an attempt: maybe taken (the destination may have restarted and
  *   forgotten the token, or the first receive is what failed);
  * - every attempt broke: maybe taken.
+ *
+ * It goes through the agent's one HTTP client (http-client.ts, axios) like the calls to the
+ * controller: it is not a hot path (one request per migration, whose time is the transfer,
+ * not this call; the measured hot path is the controller's pings, which the agent serves),
+ * so it gains nothing from a hand-written node:http client. What the classification above
+ * needs from the client is the system error's code (ECONNREFUSED, ENOTFOUND, EAI_AGAIN) and
+ * `TLS:` for a refused handshake, which http-client.ts keeps and test/agent/http-client.test.ts
+ * checks; the client never retries or follows redirects on its own, so each attempt here is
+ * exactly one request.
  */
 import { AGENT_PATHS, type AgentVm, MIGRATION_TOKEN_HEADER, type VmReceiveCmd } from '../protocol/agent.ts';
 import { type Clock, sleep } from './clock.ts';

@@ -17,7 +17,7 @@ import { type Clock, systemClock } from './clock.ts';
 import type { SimulatorDriver } from './drivers/simulator.ts';
 import { createLimiter } from './limiter.ts';
 import { createAgentLogger, type Logger } from './log.ts';
-import type { Backoff } from './register.ts';
+import type { Backoff } from '../protocol/backoff.ts';
 import { type RunningAgent, startAgent } from './server.ts';
 
 export const DEFAULT_FIRST_IP = '127.1.0.1';

@@ -11,12 +11,13 @@
  *    token, hostname, address, port and the public half of a key made here. The answer
  *    (host uuid, secret, certificate, CA bundle) therefore never travels in clear.
  *
- * An unreachable controller or a 5xx is retried with capped exponential backoff (with
- * jitter, so a fleet does not come back in lockstep); a 4xx or a CA that does not match is
- * final: retrying would not change it.
+ * An unreachable controller or a 5xx is retried with the one backoff policy
+ * (protocol/backoff.ts: capped exponential, with jitter so a fleet does not come back in
+ * lockstep); a 4xx or a CA that does not match is final: retrying would not change it.
  */
 import { X509Certificate } from 'node:crypto';
 import { CONTROLLER_AGENT_PATHS, type RegisterCmd, type RegisterRsp } from '../protocol/agent.ts';
+import { type Backoff, backoffDelay } from '../protocol/backoff.ts';
 import { CA_CERT_HASH_RE, caCertHash, type CaInfo, PKI_PATHS, splitPem } from '../protocol/pki.ts';
 import { isUuid } from '../protocol/values.ts';
 import { type Clock, sleep } from './clock.ts';
@@ -28,11 +29,8 @@ import { checkIssued, controllerIdentity, type KeyPem, type TlsMaterial } from '
 
 export class RegistrationRefused extends Error {}
 
-export interface Backoff {
-  initialMs: number;
-  maxMs: number;
-}
-export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000 };
+/** 0.5 s doubling to 30 s, +-25%. A caller's policy without `jitter` keeps the 25%. */
+export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, jitter: 0.25 };
 const REGISTER_TIMEOUT_MS = 30_000;
 
 export interface Registered {
@@ -88,15 +86,14 @@ export async function register(o: {
   clock: Clock;
   log: Logger;
   signal: AbortSignal;
-  backoff?: Backoff;
+  backoff?: Partial<Backoff>;
   limiter?: Limiter;
 }): Promise<Registered> {
   if (o.caCertHash !== undefined && !CA_CERT_HASH_RE.test(o.caCertHash)) {
     throw new RegistrationRefused(`--ca-cert-hash must be sha256:<64 hex digits>, not ${o.caCertHash}`);
   }
-  const backoff = o.backoff ?? DEFAULT_BACKOFF;
+  const backoff: Backoff = { ...DEFAULT_BACKOFF, ...o.backoff };
   const body = JSON.stringify({ ...o.cmd, publicKey: o.key.publicKey } satisfies RegisterCmd);
-  let wait = backoff.initialMs;
   for (let attempt = 1; ; attempt++) {
     o.signal.throwIfAborted();
     let why: string;
@@ -135,8 +132,8 @@ export async function register(o: {
       if (err instanceof RegistrationRefused) throw err;
       why = (err as Error).message;
     }
+    const wait = Math.round(backoffDelay(backoff, attempt - 1));
     o.log.warn({ attempt, why, retryInMs: wait }, `registration with ${o.controllerUrl} failed; retrying`);
-    await sleep(o.clock, wait * (0.75 + Math.random() * 0.5), o.signal);
-    wait = Math.min(backoff.maxMs, wait * 2);
+    await sleep(o.clock, wait, o.signal);
   }
 }

@@ -30,10 +30,11 @@ import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { hostname as osHostname } from 'node:os';
 import {
-  AGENT_PATHS, AGENT_PORT, AGENT_VERSION, type AgentIdentity, type AgentVm, AUTH, CONTROLLER_AGENT_PATHS, type ConnectCmd, type FactsPush,
+  AGENT_PATHS, AGENT_PORT, AGENT_VERSION, type AgentErrorCode, type AgentIdentity, type AgentVm, AUTH, CONTROLLER_AGENT_PATHS, type ConnectCmd, type FactsPush,
   type HostCapacityReport, type HostFacts, MIGRATION_TOKEN_HEADER, ReplayGuard, signedHeaders, type UpdateConfigCmd, verifySigned,
   type VmMigrateCmd, type VmPrepareMigrationCmd, type VmReceiveCmd, type VmResolveMigrationCmd,
 } from '../protocol/agent.ts';
+import { type Backoff, BackoffSequence } from '../protocol/backoff.ts';
 import { signAnswers } from './answers.ts';
 import { agentApp, sendJson, tagRequest } from './app.ts';
 import { Channel } from './channel.ts';
@@ -48,8 +49,9 @@ import type { Limiter } from './limiter.ts';
 import { createAgentLogger, type Logger } from './log.ts';
 import { MigrationTokens } from './migration.ts';
 import { FactsRefresher, processRefresher } from './refresher.ts';
-import { type Backoff, register, RegistrationRefused } from './register.ts';
+import { register, RegistrationRefused } from './register.ts';
 import { openReplayFence, type ReplayFence } from './replay-fence.ts';
+import { LeaseFence } from './lease-fence.ts';
 import { CertKeeper } from './certs.ts';
 import type { ClientTls } from './http-client.ts';
 import { CONTROLLER_CN } from '../protocol/pki.ts';
@@ -75,7 +77,8 @@ const HEADERS_TIMEOUT_MS = 20_000;
 /** Graceful stop: in-flight requests get this long before their sockets are cut. */
 const STOP_GRACE_MS = 5_000;
 const PUSH_TIMEOUT_MS = 15_000;
-const PUSH_RETRY_MS = { initial: 30_000, max: 5 * 60_000 };
+/** A failed facts push is retried 30 s, doubling to 5 min (and at every scheduled refresh). */
+const PUSH_RETRY: Backoff = { initialMs: 30_000, maxMs: 5 * 60_000 };
 
 export interface AgentOptions {
   /** Where agent.json (and a simulated host) live. */
@@ -106,7 +109,8 @@ export interface AgentOptions {
   log?: Logger;
   /** Facts schedule shared by the process (default); null: none (tests call refreshFacts()). */
   refresher?: FactsRefresher | null;
-  registerBackoff?: Backoff;
+  /** Registration retries (default register.ts DEFAULT_BACKOFF; a policy without `jitter` keeps its 25%). */
+  registerBackoff?: Partial<Backoff>;
   /** Bounds concurrent registrations across agents of one process (the fleet). */
   registerLimiter?: Limiter;
   bodyLimitBytes?: number;
@@ -158,6 +162,7 @@ class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly code?: AgentErrorCode,
   ) {
     super(message);
   }
@@ -216,6 +221,8 @@ export class Agent implements RunningAgent {
   private readonly guard = new ReplayGuard();
   private readonly tokens: MigrationTokens;
   private channel: Channel | undefined;
+  /** The highest controller lease token seen (agent/lease-fence.ts); startAgent opens it on disk. */
+  leaseFence = new LeaseFence();
   /** VM changes not yet sent: no channel was open, or the one just opened is catching up. */
   private readonly pendingVms = new Set<string>();
   private flushing = false;
@@ -223,7 +230,8 @@ export class Agent implements RunningAgent {
   private cachedFacts: HostFacts | undefined;
   private gathering: Promise<HostFacts> | undefined;
   private pendingPush: HostFacts | undefined;
-  private pushRetry: { cancel: () => void; waitMs: number } | undefined;
+  /** While a failed push waits for its retry (made on the first failure: most agents never need one). */
+  private pushRetry: { cancel: () => void; backoff: BackoffSequence } | undefined;
   private readonly abort = new AbortController();
   private stopped = false;
   private readonly server: http.Server | https.Server;
@@ -381,6 +389,11 @@ export class Agent implements RunningAgent {
       throw new HttpError(503, `cannot record the replay fence in ${this.stateDir}: ${(err as Error).message}`);
     }
     signAnswers(res, secret, req.headers[AUTH.nonce] as string);
+    // Several controllers: a request under an older lease token than one seen comes from a
+    // controller that lost the host (protocol/agent.ts, "Fencing"); a newer one is kept on disk first.
+    if (v.fence !== undefined && !(await this.leaseFence.admit(v.fence))) {
+      throw new HttpError(409, `lease token ${v.fence} is older than ${this.leaseFence.token}: another controller holds this host now`, 'FENCED');
+    }
     agentApp()(tagRequest(req, this, raw), res);
   }
 
@@ -399,7 +412,7 @@ export class Agent implements RunningAgent {
     }
     let status = 500;
     let message = err instanceof Error ? err.message : String(err);
-    const code = err instanceof DriverError ? err.code : undefined;
+    const code = err instanceof DriverError || err instanceof HttpError ? err.code : undefined;
     if (err instanceof DriverError || err instanceof BadRequest || err instanceof HttpError) status = err.status;
     else if ((err as { code?: string }).code === 'ECONNRESET' || (err as Error).message === 'aborted') {
       res.destroy();
@@ -515,14 +528,15 @@ export class Agent implements RunningAgent {
       this.log.info('facts pushed to the controller');
       return true;
     } catch (err) {
-      const waitMs = Math.min(PUSH_RETRY_MS.max, this.pushRetry ? this.pushRetry.waitMs * 2 : PUSH_RETRY_MS.initial);
+      const backoff = this.pushRetry?.backoff ?? new BackoffSequence(PUSH_RETRY);
+      const waitMs = backoff.next();
       this.log.warn({ err: (err as Error).message, retryInMs: waitMs }, 'facts push failed; will retry');
       this.pushRetry?.cancel();
       if (!this.stopped) {
         const cancel = this.clock.setTimer(waitMs, () => {
           if (this.pendingPush && !this.stopped) void this.pushFacts();
         });
-        this.pushRetry = { cancel, waitMs };
+        this.pushRetry = { cancel, backoff };
       }
       return false;
     }
@@ -724,6 +738,7 @@ export class Agent implements RunningAgent {
     await this.driver.close();
     await this.state.flush();
     await this.fence.flush();
+    await this.leaseFence.flush();
     this.log.info('agent stopped');
   }
 
@@ -764,6 +779,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     else initialTls = { ...(await placeholderIdentity()), ...(tlsStore.ca ? { ca: tlsStore.ca } : {}), certified: false };
   }
   const agent = new Agent(driver, store, clock, log, refresher, await driver.bootId(), opts, fence, tlsStore, initialTls);
+  agent.leaseFence = await LeaseFence.open(opts.stateDir);
   await agent.listen();
   agent.begin();
   log.info({ url: agent.url, hypervisor: driver.kind, instanceId: agent.instanceId, stateDir: opts.stateDir, startMs: Math.round(performance.now() - t0) }, 'agent ready');

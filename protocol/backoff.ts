@@ -18,3 +18,27 @@ export function backoffDelay(b: Backoff, attempt: number, random: () => number =
   const j = b.jitter ?? 0;
   return j > 0 ? base * (1 - j + random() * 2 * j) : base;
 }
+
+/**
+ * The policy with its attempt count, for retries whose state lives between callbacks (a
+ * timer re-armed after each failure) rather than in one loop: `next()` is the wait before the
+ * next retry and counts it, `reset()` after a success starts again from `initialMs`.
+ */
+export class BackoffSequence {
+  private attempt = 0;
+
+  constructor(readonly policy: Backoff, private readonly random: () => number = Math.random) {}
+
+  next(): number {
+    return backoffDelay(this.policy, this.attempt++, this.random);
+  }
+
+  reset(): void {
+    this.attempt = 0;
+  }
+
+  /** Retries counted since the last reset. */
+  get attempts(): number {
+    return this.attempt;
+  }
+}

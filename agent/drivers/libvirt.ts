@@ -32,9 +32,11 @@ import { randomBytes } from 'node:crypto';
 import { unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type AgentVm, type AgentVmState, DEFAULT_GRACE_TIMEOUT_MS } from '../../protocol/agent.ts';
+import { type Backoff, BackoffSequence } from '../../protocol/backoff.ts';
 import { type Clock, sleep, systemClock } from '../clock.ts';
 import { CommandError, type CommandRunner } from '../exec.ts';
 import { ensureDir } from '../fsutil.ts';
+import { createLimiter } from '../limiter.ts';
 import { gatherSystemFacts, kvmUsable, readBootId, realProbe, type SystemProbe, systemAvailableMemory } from '../facts.ts';
 import { OutgoingMarkers } from '../outgoing.ts';
 import {
@@ -214,7 +216,8 @@ export const MIGRATION_SSH = '/opt/hostkeeper/bin/hostkeeper-migration-ssh';
 export const MIGRATE_URI = `qemu+ssh://root@{host}/system?command=${MIGRATION_SSH}&no_tty=1`;
 /** How long the compatibility check may take (one ssh connect and two virsh calls). */
 const COMPAT_TIMEOUT_MS = 30_000;
-const EVENTS_RESTART_MS = [1_000, 30_000] as const;
+/** A `virsh event` child that ended is restarted after 1 s, doubling to 30 s while it keeps failing. */
+const EVENTS_RESTART: Backoff = { initialMs: 1_000, maxMs: 30_000 };
 
 /** `virsh version` -> the versions of libvirt and the hypervisor (QEMU). */
 export function parseVirshVersion(out: string): { libvirt?: string; qemu?: string } {
@@ -273,7 +276,7 @@ export class LibvirtDriver implements HypervisorDriver {
   /** VMs this process is sending right now (listed Migrating). */
   private readonly inFlight = new Set<string>();
   private events?: { child: ChildProcess; stopped: boolean };
-  private eventsRestartMs: number = EVENTS_RESTART_MS[0];
+  private readonly eventsRestart = new BackoffSequence(EVENTS_RESTART);
   private eventsTimer?: { cancel(): void };
   private closed = false;
   /** Per domain: a re-read running, and whether another event came meanwhile. */
@@ -366,7 +369,7 @@ export class LibvirtDriver implements HypervisorDriver {
         if (name) void this.onEvent(name);
       }
       // Once lines flow the connection works: the next failure starts from the short pause.
-      this.eventsRestartMs = EVENTS_RESTART_MS[0];
+      this.eventsRestart.reset();
     });
     child.stderr?.resume();
     child.on('error', () => undefined); // ENOENT and the like: 'close' follows
@@ -379,8 +382,7 @@ export class LibvirtDriver implements HypervisorDriver {
 
   private restartEvents(): void {
     if (this.closed || this.eventsTimer) return;
-    const ms = this.eventsRestartMs;
-    this.eventsRestartMs = Math.min(ms * 2, EVENTS_RESTART_MS[1]);
+    const ms = this.eventsRestart.next();
     const cancel = this.clock.setTimer(ms, () => {
       this.eventsTimer = undefined;
       this.startEvents(true);
@@ -471,21 +473,16 @@ export class LibvirtDriver implements HypervisorDriver {
     for (const u of running) state.set(u, 'Running');
     for (const u of paused) state.set(u, 'Paused');
     for (const u of shutoff) state.set(u, 'Stopped');
-    const out: (AgentVm | undefined)[] = new Array(all.length);
-    let next = 0;
-    const worker = async () => {
-      while (next < all.length) {
-        const i = next++;
-        const u = all[i]!;
-        try {
-          const spec = parseDomainXml(await this.virsh('dumpxml', dashed(u)));
-          out[i] = this.overlay({ ...spec, state: state.get(u) ?? 'Unknown' }, markers);
-        } catch (err) {
-          if (!isNoDomain(err)) throw err; // gone since the listing: skip it
-        }
+    const limit = createLimiter(LIST_CONCURRENCY);
+    const out = await Promise.all(all.map((u) => limit.run(async (): Promise<AgentVm | undefined> => {
+      try {
+        const spec = parseDomainXml(await this.virsh('dumpxml', dashed(u)));
+        return this.overlay({ ...spec, state: state.get(u) ?? 'Unknown' }, markers);
+      } catch (err) {
+        if (!isNoDomain(err)) throw err; // gone since the listing: skip it
+        return undefined;
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, all.length) }, worker));
+    })));
     return out.filter((v): v is AgentVm => !!v);
   }
 

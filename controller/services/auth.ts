@@ -11,6 +11,7 @@
  */
 import { randomBytes, scrypt as scryptCb, createHash, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
+import { backoffDelay } from '../../protocol/backoff.ts';
 import { HkError } from '../../protocol/errors.ts';
 import { newUuid } from '../../protocol/values.ts';
 import { Semaphore } from '../semaphore.ts';
@@ -168,7 +169,9 @@ class LoginThrottle {
     if (!s) return 0;
     const beyond = s.failures + s.inFlight - this.o.freeFailures;
     if (beyond < 0) return 0;
-    const wait = Math.min(cap, this.o.baseDelayMs * 2 ** beyond);
+    // The one backoff policy (protocol/backoff.ts), without jitter: the wait is announced in
+    // Retry-After, and a guesser gains nothing from a random shorter one.
+    const wait = backoffDelay({ initialMs: this.o.baseDelayMs, maxMs: cap }, beyond);
     // While an attempt is being checked its outcome is unknown: a parallel one waits a
     // full step from now rather than slip in beside it.
     return s.inFlight > 0 ? wait : Math.max(0, s.last + wait - now);

@@ -137,6 +137,29 @@ describe('libvirt driver write paths (command construction)', () => {
     for (const c of run.calls) expect(c.slice(0, 3)).toEqual(['virsh', '-c', 'qemu:///system']);
   });
 
+  it('list: dumpxml of every domain, at most 8 at once (the agent\'s one limiter), a domain gone since the listing skipped', async () => {
+    const specs = Array.from({ length: 20 }, (_, i) => vmSpec(i + 1));
+    const dashedOf = (u: string) => `${u.slice(0, 8)}-${u.slice(8, 12)}-${u.slice(12, 16)}-${u.slice(16, 20)}-${u.slice(20)}`;
+    let active = 0;
+    let peak = 0;
+    const run: CommandRunner = async (_file, args) => {
+      const [cmd, arg] = args.slice(2);
+      if (cmd === 'list') return { stdout: arg === '--all' || arg === '--state-running' ? `${specs.map((v) => dashedOf(v.uuid)).join('\n')}\n` : '', stderr: '' };
+      if (cmd !== 'dumpxml') return { stdout: '', stderr: '' };
+      active++;
+      peak = Math.max(peak, active);
+      await new Promise((r) => setImmediate(r));
+      active--;
+      const i = specs.findIndex((v) => dashedOf(v.uuid) === arg);
+      if (i === 4) throw noDomain;
+      return { stdout: xmlOf(i + 1), stderr: '' };
+    };
+    const d = new LibvirtDriver({ uri: 'qemu:///system', stateDir: await tempDir(), run, clock: new FakeClock(), events: false, kvmUsable: async () => true });
+    const vms = await d.list();
+    expect(vms.map((v) => [v.uuid, v.state])).toEqual(specs.filter((_, i) => i !== 4).map((v) => [v.uuid, 'Running']));
+    expect(peak).toBe(8);
+  });
+
   it('start: `virsh start <uuid>`; a paused VM is resumed instead', async () => {
     const a = await make({ dumpxml: xmlOf(1), domstate: 'shut off' });
     await a.d.start(vmSpec(1).uuid);
