@@ -122,6 +122,9 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     // A member died: its unfinished flows are resumed here (those the ring gives us) and its
     // other Running jobs are failed (they ran in its memory).
     agents.onMembersDied = (dead) => {
+      // Its AddKVMHost cut before the key was installed cannot go on; after, it is resumed here.
+      void core.deployer.dropInterruptedLogins().then(() => core.deployer.resumeDeployments())
+        .catch((err) => log.warn({ dead, err: (err as Error).message }, 'could not take over the deployments of a stopped controller'));
       void runner.claimOrphans()
         .then(() => runner.resumableJobs())
         .then((resumable) => jobs.failOrphans((m) => cluster.isLive(m), (j) => resumable.has(j.uuid)))
@@ -161,6 +164,7 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     const deployer = new Deployer(repo, clock, log, hosts, agents, key, {
       hypervisor: 'libvirt', advertiseUrl: opts.agents?.advertiseUrl, ...opts.deploy, dataDir: opts.dataDir,
     });
+    deployer.members = cluster;
     const core: Core = {
       repo, clock, log, configs, jobs, auth, hosts, agents, deployer, runner, vmOps, maintenance, reservations, events, metrics,
       pki, agentFence, agentPort: 0, lookup: opts.lookup, cluster,

@@ -141,7 +141,9 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
         .then(() => core.runner.resumeAll())
         .then(() => core.vmOps.settleOrphans((f) => core.runner.isLive(f)))
         .catch((err) => core.log.error({ err: (err as Error).message }, 'resuming flows failed'));
-      void core.deployer.resumeDeployments().catch((err) => core.log.error({ err: (err as Error).message }, 'resuming deployments failed'));
+      // Now that the cluster knows who is live: also the adds of controllers that are not.
+      void core.deployer.dropInterruptedLogins().then(() => core.deployer.resumeDeployments())
+        .catch((err) => core.log.error({ err: (err as Error).message }, 'resuming deployments failed'));
     } else {
       void core.runner.resumeAll().catch((err) => core.log.error({ err: (err as Error).message }, 'resuming flows failed'));
     }

@@ -58,6 +58,8 @@ export interface HostRow extends HostCapacity {
   sshBecome?: boolean;
   controllerUrl?: string;
   deployPhase?: 'login' | 'deploying' | 'done';
+  /** The controller running the host's deployment (several controllers: another resumes it if that one dies). */
+  deployBy?: string;
   /** The add asked to keep the host when deployment fails (system tag keepHostOnFailure). */
   keepOnFailure?: boolean;
   /**

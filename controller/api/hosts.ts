@@ -27,7 +27,7 @@ export function hostRoutes(api: Api): void {
     let uuid = '';
     await api.long(req, res, 'AddKVMHost', async (job) => one(RESOURCES.host, await deployer.add(uuid, { username, password }, keep, job)), hdr, async (tx) => {
       const host = await insertHost(tx, clock.now(), { ...params, agentPort: deployer.agentPort }, 'Connecting', 'deploying the agent', tags, controllerEndpoint(req));
-      await tx.update<HostRow>('host', host.uuid, { agentSecret: HostAgents.newSecret(), agentPort: deployer.agentPort, deployPhase: 'login' });
+      await tx.update<HostRow>('host', host.uuid, { agentSecret: HostAgents.newSecret(), agentPort: deployer.agentPort, deployPhase: 'login', deployBy: deployer.members?.uuid });
       uuid = host.uuid;
       log.info({ host: host.uuid, managementIp: host.managementIp, sshPort: host.sshPort, user: username }, 'adding host');
     });

@@ -85,6 +85,11 @@ export class Deployer {
   private bundle?: Promise<{ path: string; sha: string }>;
   private listenPort = 0;
   private readonly active = new Set<string>();
+  /**
+   * Several controllers (core sets it): whose deployments this controller may drop or resume
+   * (its own, those from before deployBy existed, and those of members that are not live).
+   */
+  members?: { uuid: string; readonly started: boolean; isLive(member: string): boolean };
 
   constructor(
     private readonly repo: Repository,
@@ -380,6 +385,7 @@ export class Deployer {
    */
   async dropInterruptedLogins(): Promise<void> {
     for (const h of await this.repo.find<HostRow>('host', { deployPhase: 'login' })) {
+      if (!this.mine(h)) continue; // another live controller is logging in right now
       await this.giveUp(h.uuid, false, 'the controller restarted while logging in with the password, which is not kept: add the host again');
     }
   }
@@ -391,8 +397,19 @@ export class Deployer {
    */
   async resumeDeployments(): Promise<void> {
     for (const h of await this.repo.find<HostRow>('host', { deployPhase: 'deploying' })) {
-      if (this.active.has(h.uuid)) continue;
-      this.log.info({ host: h.uuid }, 'resuming a deployment cut by a restart');
+      if (this.active.has(h.uuid) || !this.mine(h)) continue;
+      // Claimed in a transaction: of several controllers seeing a dead one's deployment, one resumes it.
+      const me = this.members?.uuid;
+      if (me && h.deployBy !== me) {
+        const claimed = await this.repo.transaction(async (tx) => {
+          const cur = await tx.get<HostRow>('host', h.uuid);
+          if (!cur || cur.deployPhase !== 'deploying' || cur.deployBy !== h.deployBy) return false;
+          await tx.update<HostRow>('host', h.uuid, { deployBy: me });
+          return true;
+        });
+        if (!claimed) continue;
+      }
+      this.log.info({ host: h.uuid, from: h.deployBy }, 'resuming a deployment cut by a restart');
       void this.reconnect(h.uuid).catch(async (err) => {
         const reason = `resuming the deployment after a restart failed: ${(err as Error).message}`;
         this.log.warn({ host: h.uuid, err: (err as Error).message }, 'resumed deployment failed');
@@ -402,6 +419,12 @@ export class Deployer {
         await this.hosts.queue.run(h.uuid, () => this.giveUp(h.uuid, false, reason));
       });
     }
+  }
+
+  private mine(h: HostRow): boolean {
+    const m = this.members;
+    // Before the cluster has read who is live (start-up), only our own.
+    return !m || !h.deployBy || h.deployBy === m.uuid || (m.started && !m.isLive(h.deployBy));
   }
 
   isDeploying(uuid: string): boolean {

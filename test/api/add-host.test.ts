@@ -197,3 +197,45 @@ describe('a restart in the middle of an add', () => {
     expect(await t.core.repo.get('host', notKept.uuid)).toBeUndefined();
   });
 });
+
+describe('several controllers: whose cut adds a controller drops or resumes', () => {
+  it.each<[string, string | undefined, boolean, boolean]>([
+    // deployBy, cluster started, dropped/resumed
+    ['its own', 'me', true, true],
+    ['from before deployBy existed', undefined, true, true],
+    ['a live controller\'s (it is logging in right now)', 'live', true, false],
+    ['a dead controller\'s, once the cluster knows who is live', 'dead', true, true],
+    ['a dead controller\'s, before the cluster has read who is live', 'dead', false, false],
+  ])('a login cut: %s', async (_n, deployBy, started, dropped) => {
+    const { t, cluster } = await setup({ sshOpen: new FakeSsh().open });
+    t.core.deployer.members = { uuid: 'me', started, isLive: (m) => m === 'live' || m === 'me' };
+    const now = Date.now();
+    const host = {
+      uuid: '4'.repeat(32), name: 'cut', managementIp: '127.0.99.5', description: null, zoneUuid: cluster.zoneUuid, clusterUuid: cluster.uuid, hypervisorType: 'KVM',
+      state: 'Enabled', status: 'Connecting', createDate: now, lastOpDate: now, sshPort: 22, statusReason: 'deploying the agent', agentPort: 7070, agentSecret: 'ab'.repeat(32),
+      deployPhase: 'login', ...(deployBy ? { deployBy } : {}),
+    };
+    await t.core.repo.transaction((tx) => tx.insert('host', host as never));
+    await t.core.deployer.dropInterruptedLogins();
+    expect(!(await t.core.repo.get('host', host.uuid))).toBe(dropped);
+  });
+
+  it('a dead controller\'s deployment is claimed by one controller (deployBy compare-and-set) and resumed', async () => {
+    const fake = new FakeSsh();
+    const playbooks: string[] = [];
+    const { t, cluster } = await setup({ sshOpen: fake.open, playbook: async (h) => { playbooks.push(h.name); return { ok: true, changed: 1, seconds: 1 }; } });
+    t.core.deployer.members = { uuid: 'me', started: true, isLive: (m) => m === 'me' };
+    const now = Date.now();
+    const host = {
+      uuid: '5'.repeat(32), name: 'cut-deploy', managementIp: '127.0.99.6', description: null, zoneUuid: cluster.zoneUuid, clusterUuid: cluster.uuid, hypervisorType: 'KVM',
+      state: 'Enabled', status: 'Connecting', createDate: now, lastOpDate: now, sshPort: 22, statusReason: 'deploying the agent', agentPort: 7070, agentSecret: 'ab'.repeat(32),
+      deployPhase: 'deploying', deployBy: 'dead', sshHostKey: fake.hostKey, sshUser: 'root', controllerUrl: 'http://127.0.0.1:1', keepOnFailure: true,
+    };
+    await t.core.repo.transaction((tx) => tx.insert('host', host as never));
+    await t.core.deployer.resumeDeployments();
+    for (let i = 0; i < 200 && playbooks.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(playbooks).toEqual([host.uuid]);
+    expect((await t.core.repo.get<any>('host', host.uuid))?.deployBy).toBe('me');
+    await t.core.jobs.drain();
+  });
+});
