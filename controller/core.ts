@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { HostAgents, type HostAgentsOptions } from './agents/host-agents.ts';
 import { Cluster, type ClusterOptions, memberUuid } from './cluster/cluster.ts';
@@ -94,16 +95,20 @@ export interface CoreOptions {
 export async function openCore(opts: CoreOptions): Promise<Core> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log ?? createLogger();
-  const metrics = opts.metrics ?? new PromMetrics();
+  let timing: MetricsPort | undefined;
   const events = new EventLog(clock, log, { cap: opts.eventLogCap });
   // Events are emitted after commit and transactions timed through this one hook.
   const repo = withCommitHooks(await openStore({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl, sync: opts.sync, log }), {
-    events, transactionSeconds: (s, ok) => metrics.transaction(s, ok),
+    events, transactionSeconds: (s, ok) => timing?.transaction(s, ok),
   });
   try {
+    // The member uuid (kept in the data dir) names this controller in the cluster and in the
+    // `controller` label of its work metrics (several controllers may share a hostname).
+    const member = await memberUuid(opts.dataDir);
+    const metrics = opts.metrics ?? new PromMetrics({ controller: `${hostname()}-${member.slice(0, 8)}` });
+    timing = metrics;
     const configs = await GlobalConfigs.load(repo, log);
     await events.start(repo);
-    const member = await memberUuid(opts.dataDir);
     const cluster = new Cluster(repo, clock, log, { ...opts.cluster, uuid: member });
     const jobs = new Jobs(repo, clock, log);
     jobs.member = member;
@@ -182,6 +187,7 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
         await agents.stop();
         pki.stop();
         await jobs.drain();
+        events.stop();
         await events.settle();
         await repo.close();
       },

@@ -13,14 +13,21 @@
  * The log is bounded: past `cap` rows (plus `slack`, so pruning runs in batches rather than
  * once per event) the oldest are removed in one transaction of their own.
  *
- * Limit: listeners are this process's. With several controllers on one database a console
- * sees the events its own controller committed live, and the others' in the log.
+ * Several controllers on one database: a transaction that recorded events also publishes
+ * their uuids on the store channel `hk_event` (Tx.notify: only if it commits); every other
+ * controller reads those rows and hands them to its own listeners, so a console connected to
+ * any controller sees every controller's events live.
  */
 import type { EventRow, EventType } from '../protocol/resources.ts';
 import { newUuid } from '../protocol/values.ts';
 import type { Clock } from './clock.ts';
 import type { Logger } from './log.ts';
+import { randomBytes } from 'node:crypto';
 import type { Repository, Tx } from './store/repository.ts';
+
+export const EVENT_CHANNEL = 'hk_event';
+/** Event uuids per notification (a payload must stay under 8,000 bytes). */
+const UUIDS_PER_NOTIFY = 150;
 
 export type EventInput = Pick<EventRow, 'type' | 'resourceType' | 'resourceUuid' | 'message'> &
   Partial<Pick<EventRow, 'severity' | 'resourceName' | 'hostUuid' | 'from' | 'to'>>;
@@ -77,6 +84,9 @@ export class EventLog {
   private rows = 0;
   private pruning: Promise<void> | undefined;
   private repo: Repository | undefined;
+  /** Tells this process's notifications from the other controllers'. */
+  readonly instance = randomBytes(8).toString('hex');
+  private unsubscribe?: () => void;
 
   constructor(readonly clock: Clock, private readonly log: Logger, opts: EventLogOptions = {}) {
     this.cap = opts.cap ?? 10_000;
@@ -97,6 +107,37 @@ export class EventLog {
     this.repo = repo;
     this.rows = await repo.count('event', {});
     this.maybePrune();
+    this.unsubscribe = repo.subscribe?.(EVENT_CHANNEL, (payload) => void this.fromPeer(payload));
+  }
+
+  /** Another controller committed events: read them and tell our listeners. */
+  private async fromPeer(payload: string): Promise<void> {
+    let m: { from?: unknown; uuids?: unknown };
+    try {
+      m = JSON.parse(payload) as typeof m;
+    } catch {
+      return;
+    }
+    if (m.from === this.instance || !Array.isArray(m.uuids) || !this.repo) return;
+    const rows: EventRow[] = [];
+    for (const u of m.uuids.slice(0, UUIDS_PER_NOTIFY)) {
+      if (typeof u !== 'string') continue;
+      const r = await this.repo.get<EventRow>('event', u).catch(() => undefined);
+      if (r) rows.push(r);
+    }
+    if (rows.length > 0) this.committed(rows);
+  }
+
+  /** The uuids of a transaction's events, published with it (withCommitHooks). */
+  publish(tx: Tx, rows: readonly EventRow[]): void {
+    if (typeof tx.notify !== 'function') return;
+    for (let i = 0; i < rows.length; i += UUIDS_PER_NOTIFY) {
+      tx.notify(EVENT_CHANNEL, JSON.stringify({ from: this.instance, uuids: rows.slice(i, i + UUIDS_PER_NOTIFY).map((r) => r.uuid) }));
+    }
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
   }
 
   get listening(): boolean {
@@ -166,7 +207,9 @@ export function withCommitHooks<R extends Repository>(repo: R, hooks: CommitHook
           pending = { log: hooks.events, rows: [] };
           open.set(tx, pending);
         }
-        return fn(tx);
+        const result = await fn(tx);
+        if (pending && pending.rows.length > 0) hooks.events!.publish(tx, pending.rows);
+        return result;
       });
       ok = true;
       return out;

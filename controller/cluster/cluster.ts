@@ -29,7 +29,7 @@
  * a heartbeat lands again it re-reads which leases are still its own and attaches.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HkError } from '../../protocol/errors.ts';
 import type { HostRow } from '../../protocol/resources.ts';
@@ -95,6 +95,7 @@ export async function memberUuid(dataDir: string): Promise<string> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   const uuid = newUuid();
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
   await writeFile(`${file}.tmp`, `${uuid}\n`, { mode: 0o600 });
   await rename(`${file}.tmp`, file);
   return uuid;

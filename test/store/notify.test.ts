@@ -208,3 +208,51 @@ describe.skipIf(!TEST_DATABASE_URL)(TEST_DATABASE_URL ? 'PostgreSQL: notificatio
     }
   });
 });
+
+describe.skipIf(!TEST_DATABASE_URL)(TEST_DATABASE_URL ? 'events heard live by every controller' : NO_DATABASE, () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('an event committed through one controller reaches the other\'s listeners within 1 s, once; a failed transaction publishes nothing', async () => {
+    const { EventLog, recordEvent, withCommitHooks } = await import('../../controller/events.ts');
+    const { FakeClock } = await import('../fakes/clock.ts');
+    const clock = new FakeClock();
+    const [sa, sb] = [await PgStore.open(db.url, { log: quiet }), await PgStore.open(db.url, { log: quiet })];
+    const [la, lb] = [new EventLog(clock, silentLog()), new EventLog(clock, silentLog())];
+    const a = withCommitHooks(sa, { events: la });
+    const b = withCommitHooks(sb, { events: lb });
+    await la.start(a);
+    await lb.start(b);
+    const heardA: string[] = [];
+    const heardB: string[] = [];
+    la.on((rows) => heardA.push(...rows.map((r) => r.message)));
+    const got = within<string[]>(1_000, 'event at b', (done) => lb.on((rows) => {
+      heardB.push(...rows.map((r) => r.message));
+      done(rows.map((r) => r.message));
+    }));
+    await a.transaction(async (tx) => {
+      await recordEvent(tx, { type: 'HostStatusChanged', resourceType: 'HostVO', resourceUuid: 'h'.repeat(32), message: 'one' });
+      await recordEvent(tx, { type: 'HostStatusChanged', resourceType: 'HostVO', resourceUuid: 'h'.repeat(32), message: 'two' });
+    });
+    expect(await got).toEqual(['one', 'two']);
+    await expect(a.transaction(async (tx) => {
+      await recordEvent(tx, { type: 'HostStatusChanged', resourceType: 'HostVO', resourceUuid: 'h'.repeat(32), message: 'never' });
+      throw new Error('rolled back');
+    })).rejects.toThrow('rolled back');
+    // A later event is heard and the rolled-back one never was.
+    const next = within<string[]>(1_000, 'second event at b', (done) => lb.on((rows) => done(rows.map((r) => r.message))));
+    await a.transaction((tx) => recordEvent(tx, { type: 'HostStatusChanged', resourceType: 'HostVO', resourceUuid: 'h'.repeat(32), message: 'three' }));
+    expect(await next).toEqual(['three']);
+    expect(heardB).toEqual(['one', 'two', 'three']);
+    expect(heardA).toEqual(['one', 'two', 'three']); // its own: once, from its commit hook
+    la.stop();
+    lb.stop();
+    await sa.close();
+    await sb.close();
+  });
+});
