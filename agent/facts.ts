@@ -46,9 +46,27 @@ export async function kvmUsable(): Promise<boolean> {
 
 const TOOL_TIMEOUT_MS = 10_000;
 
-/** systeminformation is loaded on first use: it is large, and a simulator never needs its CPU probe. */
+/**
+ * systeminformation is loaded on first use, and only the three of its modules we call
+ * (osinfo, cpu, memory), not its index: the index requires all of its ~20 modules (docker,
+ * network, wifi, graphics, printers...) at once. Memory, measured in a bare Node 20 process
+ * (`require()` then GC): the index +9.3 MB, these three +2.6 MB (most of it their shared
+ * util.js). A simulator calls osInfo once per process, so every agent loaded the whole
+ * library: in the bundle that was ~1 MB of idle RSS (bench/agent-rss.bench.ts, an agent
+ * nobody talks to: 53.4 MB with the index, 52.4 MB with the three) and 200 KB of bundle. The
+ * three functions are the ones the index exports under these names (its own lines
+ * `exports.osInfo = osInfo.osInfo`, `exports.cpu = cpu.cpu`, `exports.mem = memory.mem`); the
+ * index adds nothing to them on Linux (its start-up code runs on Windows only).
+ */
 let siModule: Promise<SysInfo> | undefined;
-export const loadSystemInformation = (): Promise<SysInfo> => (siModule ??= import('systeminformation').then((m) => (m.default ?? m) as unknown as SysInfo));
+export const loadSystemInformation = (): Promise<SysInfo> => (siModule ??= Promise.all([
+  import('systeminformation/lib/osinfo.js'),
+  import('systeminformation/lib/cpu.js'),
+  import('systeminformation/lib/memory.js'),
+]).then(([os, cpu, memory]) => {
+  const part = <T>(m: T & { default?: T }): T => m.default ?? m;
+  return { osInfo: part(os).osInfo, cpu: part(cpu).cpu, mem: part(memory).mem };
+}));
 
 export const realProbe: SystemProbe = {
   run: execRunner,

@@ -23,9 +23,11 @@
  * which axios makes Node load. Loaded at the first call with undici's lazy globals hidden
  * (importAxios below) and without Node's http2 in the bundle (build.ts), it costs +2.0 MB once
  * an agent has called the controller (72.4 MB) and +0.3-0.8 MB before (a restarted agent that
- * calls nobody: 61.9 MB). The 60 MB target is missed without axios too (70.4 MB, for reasons
- * the README gives), so keeping node:http here would not meet it and would save 2 MB at most;
- * the one client is axios. A fleet process loads it once: per agent it keeps nothing.
+ * calls nobody: 61.9 MB). Those figures were over the 60 MB target for other reasons
+ * (@peculiar/x509, ICU data, all of systeminformation: agent/README.md "Footprint"); without
+ * them a registered agent (axios loaded) idles at 54.7 MB and a restarted one that calls
+ * nobody at 53.5 MB, so axios stays the one client. A fleet process loads it once: per agent
+ * it keeps nothing.
  */
 import http from 'node:http';
 import https from 'node:https';

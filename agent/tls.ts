@@ -56,8 +56,8 @@ let placeholder: Promise<{ key: string; cert: string }> | undefined;
 
 /**
  * The temporary self-signed certificate of the provisional phase: one per process (a fleet
- * process shares it), made on first use. The issuing library is loaded only then, so a
- * certified agent never pays for it.
+ * process shares it), made on first use with node:crypto alone (self-signed.ts says why not
+ * @peculiar/x509: +15 MB resident for the life of the process).
  */
 export function placeholderIdentity(): Promise<{ key: string; cert: string }> {
   placeholder ??= (async () => {
