@@ -136,9 +136,18 @@ export class AgentClient {
     this.tlsSessions.delete(`${uuid}:false`);
   }
 
-  /** One signed call; `session` (from AgentClient.session()) reuses its socket, else a fresh connection. */
-  call<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number, session?: http.Agent): Promise<CallResult<T>> {
-    return this.hostLimit(t.uuid).run(() => this.global.run(() => this.send<T>(t, path, cmd, timeoutMs, session)));
+  /**
+   * One signed call; `session` (from AgentClient.session()) reuses its socket, else a fresh connection.
+   * A host's limiter goes when its last call ends (one fewer object per idle host; a new one
+   * takes the current limit).
+   */
+  async call<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number, session?: http.Agent): Promise<CallResult<T>> {
+    const limit = this.hostLimit(t.uuid);
+    try {
+      return await limit.run(() => this.global.run(() => this.send<T>(t, path, cmd, timeoutMs, session)));
+    } finally {
+      if (limit.inFlight === 0 && limit.queued === 0 && this.perHost.get(t.uuid) === limit) this.perHost.delete(t.uuid);
+    }
   }
 
   private send<T extends AgentResponse>(t: AgentTarget, path: string, cmd: unknown, timeoutMs: number, session?: http.Agent): Promise<CallResult<T>> {
