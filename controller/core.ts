@@ -126,6 +126,10 @@ export async function openCore(opts: CoreOptions): Promise<Core> {
     const agents = new HostAgents(repo, clock, log, configs, hosts, { tls: pki, cluster, ...opts.agents });
     // A member died: its unfinished flows are resumed here (those the ring gives us) and its
     // other Running jobs are failed (they ran in its memory).
+    // Flows a lost database cut in this process (their steps failed on the store) go on.
+    agents.onReattached = () => {
+      void runner.resumeAll().catch((err) => log.warn({ err: (err as Error).message }, 'could not resume flows after the database came back'));
+    };
     agents.onMembersDied = (dead) => {
       // Its AddKVMHost cut before the key was installed cannot go on; after, it is resumed here.
       void core.deployer.dropInterruptedLogins().then(() => core.deployer.resumeDeployments())

@@ -136,7 +136,10 @@ export class HostAgents {
         gained: (hosts) => this.onGained(hosts),
         lost: (hosts) => this.onLost(hosts),
         detached: () => this.onDetached(),
-        attached: (hosts) => this.onGained(hosts),
+        attached: (hosts) => {
+          this.onGained(hosts);
+          this.onReattached?.();
+        },
         died: (members) => this.onMembersDied?.(members),
       };
     }
@@ -207,6 +210,8 @@ export class HostAgents {
 
   /** Set by core: members that died (their flows and jobs are taken over). */
   onMembersDied?: (members: string[]) => void;
+  /** Set by core: the database is back after a loss (flows it cut are resumed). */
+  onReattached?: () => void;
 
   /**
    * One call to a host's agent for the VM operations and flows: direct when we hold the host,
