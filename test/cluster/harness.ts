@@ -119,9 +119,12 @@ export class ClusterHarness {
     this.fleet.stdout!.on('data', keep);
     this.fleet.stderr!.on('data', keep);
     for (const end = Date.now() + 120_000; ;) {
-      const r = await this.api(via, 'GET', '/hosts?q=status=Connected&limit=1000&fields=uuid,managementIp');
-      if ((r.body.inventories ?? []).length === count) {
-        for (const h of r.body.inventories) this.hostIps.set(h.uuid, h.managementIp);
+      const n = (await this.api(via, 'GET', '/hosts?q=status=Connected&count=true')).body.total ?? 0;
+      if (n === count) {
+        for (let start = 0; start < count; start += 1000) {
+          const page = await this.api(via, 'GET', `/hosts?q=status=Connected&limit=1000&start=${start}&fields=uuid,managementIp`);
+          for (const h of page.body.inventories) this.hostIps.set(h.uuid, h.managementIp);
+        }
         return [...this.hostIps.keys()];
       }
       if (Date.now() > end) throw new Error(`fleet did not connect: ${this.fleetOut}`);

@@ -30,13 +30,16 @@ function listen(c: Cluster): Seen {
 }
 
 /** A repository whose writes and reads fail while `down` (the database is gone). */
-function breakable(repo: Repository): { repo: Repository; down: { on: boolean } } {
-  const down = { on: false };
+/** `allow`: when set, that many more transactions pass, then they fail (a write conflict). */
+function breakable(repo: Repository): { repo: Repository; down: { on: boolean; allow?: number } } {
+  const down: { on: boolean; allow?: number } = { on: false };
   const wrap = new Proxy(repo, {
     get(target, prop, recv) {
       const v = Reflect.get(target, prop, recv);
       if (typeof v !== 'function') return v;
-      return (...args: unknown[]) => (down.on ? Promise.reject(new Error('database unreachable: ECONNREFUSED')) : v.apply(target, args));
+      return (...args: unknown[]) => (down.on || (prop === 'transaction' && down.allow !== undefined && down.allow-- <= 0)
+        ? Promise.reject(new Error(down.on ? 'database unreachable: ECONNREFUSED' : 'could not serialize access (40001)'))
+        : v.apply(target, args));
     },
   });
   return { repo: wrap, down };
@@ -167,6 +170,28 @@ describe('Cluster', () => {
     await again.start();
     expect(again.heldHosts).toHaveLength(40);
     for (const l of (await leases(store)).values()) expect(l.token).toBe(1);
+  });
+
+  it('a release whose write fails leaves the hosts acted on (gained again), not unwatched; the next round releases them', async () => {
+    const { store, a, b } = await world();
+    await a.c.start();
+    await b.c.start();
+    const bsShare = HOSTS.filter((x) => b.c.ringOwner(x) === b.c.uuid);
+    a.seen.gained.length = 0;
+    a.seen.lost.length = 0;
+    // a's heartbeat lands (and shows it b); the release its reconcile then writes conflicts.
+    a.down.allow = 1;
+    await a.c.beat();
+    await a.c.reconcile();
+    expect(a.c.heldHosts.sort()).toEqual([...HOSTS].sort());
+    expect(a.seen.gained.sort()).toEqual([...bsShare].sort());
+    expect(a.seen.lost.sort()).toEqual([...bsShare].sort()); // it had stopped, then acts again
+    a.down.allow = undefined;
+    await a.c.reconcile();
+    expect(a.c.heldHosts).toHaveLength(HOSTS.length - bsShare.length);
+    await b.c.reconcile();
+    const l = await leases(store);
+    for (const h of bsShare) expect(l.get(h)!.owner).toBe(b.c.uuid);
   });
 
   it('leases of deleted hosts are removed', async () => {
