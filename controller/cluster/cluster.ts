@@ -127,9 +127,12 @@ export class Cluster {
     this.uuid = opts.uuid;
     this.o = {
       apiUrl: opts.apiUrl ?? '', heartbeatMs: opts.heartbeatMs ?? 1000, deadAfterMs: opts.deadAfterMs ?? 5000,
-      // 100 leases per transaction: at 500, transactions of three controllers conflicted
-      // (SERIALIZABLE, 40001) ten times running under load (bench/cluster.bench.ts, 3,000 hosts).
-      detachAfterMs: opts.detachAfterMs ?? 3000, reconcileMs: opts.reconcileMs ?? 2000, vnodes: opts.vnodes ?? DEFAULT_VNODES, batch: opts.batch ?? 100,
+      // 20 leases per transaction: a SERIALIZABLE transaction that reads more rows than
+      // PostgreSQL's max_pred_locks_per_transaction (64) has its read locks promoted to whole
+      // pages and the relation, and then conflicts with every other writer: at 500 and 100
+      // per transaction, releases and takes of three controllers failed (40001) ten times
+      // running for minutes under load (bench/cluster.bench.ts, 3,000 hosts).
+      detachAfterMs: opts.detachAfterMs ?? 3000, reconcileMs: opts.reconcileMs ?? 2000, vnodes: opts.vnodes ?? DEFAULT_VNODES, batch: opts.batch ?? 20,
     };
     if (this.o.detachAfterMs >= this.o.deadAfterMs) throw new Error('cluster: detachAfterMs must be below deadAfterMs');
     this.ring = new Ring([this.uuid], this.o.vnodes);
