@@ -18,6 +18,7 @@ import {
   type PingRsp, type VmListRsp,
 } from '../../protocol/agent.ts';
 import { checkFacts } from '../../protocol/agent-schemas.ts';
+import { backoffDelay } from '../../protocol/backoff.ts';
 import { HkError, operationError } from '../../protocol/errors.ts';
 import { inMaintenance } from '../../protocol/states.ts';
 import type { HostRow } from '../../protocol/resources.ts';
@@ -748,8 +749,7 @@ export class HostAgents {
     if (this.stopped || (!this.configs.getBool('host', 'connection.autoReconnectOnError') && forced <= 0)) return;
     this.cancelReconnect(uuid);
     // 1 s, 2 s, 4 s ... capped at the ping interval; jittered so a fleet does not come back in step.
-    const base = Math.min(this.intervalMs, 1000 * 2 ** attempt);
-    const delay = base * (0.75 + Math.random() * 0.5);
+    const delay = backoffDelay({ initialMs: 1000, maxMs: this.intervalMs, jitter: 0.25 }, attempt);
     const cancel = this.clock.setTimer(delay, () => {
       this.reconnecting.delete(uuid);
       void this.tryReconnect(uuid, attempt, forced - 1);
@@ -864,7 +864,7 @@ export class HostAgents {
           this.afterFailedConnect(uuid, err, attempt);
           return;
         }
-        await sleep(this.clock, Math.min(this.intervalMs, 1000 * 2 ** attempt));
+        await sleep(this.clock, backoffDelay({ initialMs: 1000, maxMs: this.intervalMs }, attempt));
       }
     }
   }
