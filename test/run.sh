@@ -61,8 +61,10 @@ node -e '
   const read = (f) => { try { return JSON.parse(fs.readFileSync(f, "utf8")); } catch { return undefined; } };
   const a = read(process.argv[1]) ?? {};
   const b = read(process.argv[2]);
+  // A file that failed outside its tests (a beforeAll, an import) counts as one failure.
+  const broken = (r) => (r?.testResults ?? []).filter((f) => f.status === "failed" && !(f.assertionResults ?? []).some((t) => t.status === "failed")).length;
   const passed = (a.numPassedTests ?? 0) + (b?.numPassedTests ?? 0);
-  const failed = (a.numFailedTests ?? 0) + (b?.numFailedTests ?? 0) + Number(process.argv[3])
+  const failed = (a.numFailedTests ?? 0) + (b?.numFailedTests ?? 0) + broken(a) + broken(b) + Number(process.argv[3])
     + (a.numTotalTests === undefined ? 1 : 0) + (b === undefined ? 1 : 0);
   console.log(`${passed} passed, ${failed} failed`);
 ' "$report" "$report2" "$tc_failed"

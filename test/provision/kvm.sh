@@ -24,7 +24,10 @@ if [ ! -s "$HK_KVM_DEB_CACHE/packages.txt" ] && [ "$(id -u)" = 0 ] && command -v
     apt-get update -qq &&
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends --download-only \
       -o Dir::Cache::archives="$HK_KVM_DEB_CACHE" "${HK_KVM_PACKAGES[@]}" &&
-    apt-get install -s --no-install-recommends "${HK_KVM_PACKAGES[@]}" | sed -n 's/^Inst \([^ ]*\) .*/\1/p' >"$HK_KVM_DEB_CACHE/packages.new" &&
+    # New installs only ("Inst name (version ..."): an upgrade ("Inst name [old] (new ...")
+    # is already on the machine and on a bare host; removing it there (libsystemd0, when the
+    # image lags the archive) left the host's sshd unable to start.
+    apt-get install -s --no-install-recommends "${HK_KVM_PACKAGES[@]}" | sed -n 's/^Inst \([^ ]*\) (.*/\1/p' >"$HK_KVM_DEB_CACHE/packages.new" &&
     # Already installed (someone got there first): fetch the top-level ones at least.
     if [ ! -s "$HK_KVM_DEB_CACHE/packages.new" ]; then
       (cd "$HK_KVM_DEB_CACHE" && apt-get download "${HK_KVM_PACKAGES[@]}") && printf '%s\n' "${HK_KVM_PACKAGES[@]}" >"$HK_KVM_DEB_CACHE/packages.new"
