@@ -19,7 +19,10 @@
  * `bare`: the host also gets a private root for /usr, /etc and /var (overlays: the machine's
  * as the lower layer, an empty upper layer in the host's directory) in which the KVM packages
  * are then removed with dpkg, so the playbook really installs them; nothing on the machine
- * is uninstalled. Test hosts have no network, so /var/cache/apt/archives is an overlay of the
+ * is uninstalled. The removal is apt's (remove with autoremove), so what else on the machine
+ * needs one of their libraries keeps it and the host stays consistent: a forced dpkg removal of
+ * the whole closure broke Chromium's dependencies and apt then refused the playbook's install.
+ * Test hosts have no network, so /var/cache/apt/archives is an overlay of the
  * .debs test/provision/kvm.sh downloaded once (its packages.txt lists what a bare host lacks);
  * an overlay too, because Docker's docker-clean would empty a shared directory after each
  * install. Costs ~60 MB of upper layer per bare host after the install.
@@ -97,7 +100,7 @@ export function kvmInside(mode: KvmMode): string {
   const own = 'umount -l /sys && mount -t sysfs sysfs /sys || exit 1\n';
   if (mode !== 'bare') return own;
   return `${own}export PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive
-out=$(dpkg --remove --force-depends $(cat ${KVM_DEB_CACHE}/packages.txt) 2>&1) || { echo "$out" | tail -n 5 >&2; exit 1; }
+out=$(apt-get remove -y -qq --autoremove -o DPkg::Lock::Timeout=60 libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils 2>&1) || { echo "$out" | tail -n 5 >&2; exit 1; }
 ! command -v libvirtd >/dev/null 2>&1 || { echo "libvirtd still present after dpkg --remove" >&2; exit 1; }
 `;
 }
