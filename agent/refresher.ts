@@ -11,20 +11,16 @@
  * Supported: numeric fields (lists, ranges, steps, names); day-of-month AND day-of-week must
  * both match, as in node-cron; times are the host's local time.
  *
- * The evaluation is protocol/cron.ts's algorithm (nextCronTime / zonedTime there), run here
- * on the host's local time through Date's local getters instead of an Intl.DateTimeFormat
- * for a named zone. Why not call protocol/cron.ts: it reads wall-clock fields with
- * Intl.DateTimeFormat (and finding the local zone's name takes one more), and the first one
- * pages in ICU's locale and zone data. Measured on Node 20: a bare process 40.4 -> 47.9 MB
- * (`new Intl.DateTimeFormat().resolvedOptions()`), against +0.6 MB for Date's local getters
- * (the same ICU zone rules, a smaller part of the data); the bundled agent idled ~7 MB
- * higher for it (bench/agent-rss.bench.ts: 59.5 -> 52.5 MB for one nobody talks to, 61.9 ->
- * 54.9 MB registered and connected; the target is < 60 MB). Same results: the same
- * search, the same rules at a DST change (a skipped wall-clock time does not fire that day;
- * across a fold, the earlier instant).
+ * The evaluation is protocol/cron.ts's nextCronTime on its local clock face (localWall:
+ * Date's local getters), not on a named zone's Intl.DateTimeFormat, whose first use pages in
+ * ICU's locale and zone data. Measured on Node 20: a bare process 40.4 -> 47.9 MB
+ * (`new Intl.DateTimeFormat().resolvedOptions()`), against +0.6 MB for Date's local getters;
+ * the bundled agent idled ~7 MB higher for it (bench/agent-rss.bench.ts: 59.5 -> 52.5 MB for
+ * one nobody talks to; the target is < 60 MB). The same rules at a DST change (a skipped
+ * wall-clock time does not fire that day; across a fold, the earlier instant).
  */
 import cron from 'node-cron';
-import { cronFields, type CronFields } from '../protocol/cron.ts';
+import { cronFields, type CronFields, localWall, nextCronTime as nextZoned } from '../protocol/cron.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { createLimiter } from './limiter.ts';
 import type { Logger } from './log.ts';
@@ -44,48 +40,12 @@ export function parseCron(expression: string): CronFields {
   return cronFields(cron.parse(expression), `facts schedule ${expression}`);
 }
 
-/** The wall-clock fields of `ms` in the host's local time. */
-function wall(ms: number): { y: number; mo: number; d: number; h: number; mi: number; s: number } {
-  const t = new Date(ms);
-  return { y: t.getFullYear(), mo: t.getMonth(), d: t.getDate(), h: t.getHours(), mi: t.getMinutes(), s: t.getSeconds() };
-}
-
-/** The instant a local wall-clock time names (the earlier one across a DST fold): protocol/cron.ts zonedTime. */
-function localTime(y: number, mo: number, d: number, h: number, mi: number, s: number): number {
-  const guess = Date.UTC(y, mo, d, h, mi, s);
-  const offsetAt = (ms: number) => {
-    const w = wall(ms);
-    return Date.UTC(w.y, w.mo, w.d, w.h, w.mi, w.s) - Math.floor(ms / 1000) * 1000;
-  };
-  const first = guess - offsetAt(guess);
-  const second = guess - offsetAt(first);
-  return Math.min(first, second);
-}
-
 /**
- * The first time strictly after `afterMs` (the host's local time) that matches; throws when
- * nothing matches within 8 years. protocol/cron.ts nextCronTime on local time (see above).
+ * The first time strictly after `afterMs` (the host's local time) that matches: protocol/cron.ts
+ * on the local clock face, which reads Date's local methods, not Intl (ICU: ~7 MB).
  */
 export function nextCronTime(f: CronFields, afterMs: number): number {
-  const start = wall(afterMs);
-  for (let i = 0; i < 366 * 8; i++) {
-    const day = new Date(Date.UTC(start.y, start.mo, start.d + i));
-    const [y, mo, d] = [day.getUTCFullYear(), day.getUTCMonth(), day.getUTCDate()];
-    if (!f.month.includes(mo + 1) || !f.dayOfMonth.includes(d) || !f.dayOfWeek.includes(day.getUTCDay())) continue;
-    const today = i === 0;
-    for (const h of f.hour) {
-      if (today && h < start.h) continue;
-      for (const mi of f.minute) {
-        if (today && h === start.h && mi < start.mi) continue;
-        for (const s of f.second) {
-          const t = localTime(y, mo, d, h, mi, s);
-          const w = wall(t);
-          if (t > afterMs && w.h === h && w.mi === mi) return t;
-        }
-      }
-    }
-  }
-  throw new Error('the cron expression never fires');
+  return nextZoned(f, afterMs, localWall);
 }
 
 export class FactsRefresher {

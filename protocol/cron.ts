@@ -50,18 +50,43 @@ export function isTimeZone(timeZone: string): boolean {
   }
 }
 
+export interface Wall {
+  y: number;
+  mo: number;
+  d: number;
+  h: number;
+  mi: number;
+  s: number;
+}
+
+/** How an instant reads on some clock face: a time zone's, or the process's local time. */
+export type WallOf = (ms: number) => Wall;
+
+/**
+ * The process's local time through Date's local methods. Intl.DateTimeFormat (zoneWall) loads
+ * ICU's data: ~7 MB of the agent's 60 MB idle budget (measured, agent/README.md), so the
+ * agent's facts schedule reads the host's local time this way.
+ */
+export const localWall: WallOf = (ms) => {
+  const t = new Date(ms);
+  return { y: t.getFullYear(), mo: t.getMonth(), d: t.getDate(), h: t.getHours(), mi: t.getMinutes(), s: t.getSeconds() };
+};
+
 /** The wall-clock fields of `ms` in `timeZone`. */
-function wall(ms: number, timeZone: string): { y: number; mo: number; d: number; h: number; mi: number; s: number } {
+function wall(ms: number, timeZone: string): Wall {
   const p: Record<string, number> = {};
   for (const part of formatter(timeZone).formatToParts(new Date(ms))) if (part.type !== 'literal') p[part.type] = Number(part.value);
   return { y: p.year!, mo: p.month! - 1, d: p.day!, h: p.hour! % 24, mi: p.minute!, s: p.second! };
 }
 
-/** The instant a wall-clock time in `timeZone` names (the earlier one across a DST fold). */
-export function zonedTime(y: number, mo: number, d: number, h: number, mi: number, s: number, timeZone: string): number {
+const zoneWall = (timeZone: string): WallOf => (ms) => wall(ms, timeZone);
+
+/** The instant a wall-clock time in `timeZone` (or on the face `timeZone` reads) names (the earlier one across a DST fold). */
+export function zonedTime(y: number, mo: number, d: number, h: number, mi: number, s: number, timeZone: string | WallOf): number {
+  const read = typeof timeZone === 'string' ? zoneWall(timeZone) : timeZone;
   const guess = Date.UTC(y, mo, d, h, mi, s);
   const offsetAt = (ms: number) => {
-    const w = wall(ms, timeZone);
+    const w = read(ms);
     return Date.UTC(w.y, w.mo, w.d, w.h, w.mi, w.s) - Math.floor(ms / 1000) * 1000;
   };
   const first = guess - offsetAt(guess);
@@ -75,8 +100,9 @@ export function zonedTime(y: number, mo: number, d: number, h: number, mi: numbe
  * matches within 8 years (say, 30 February). A wall-clock time skipped by a DST jump does not
  * fire that day.
  */
-export function nextCronTime(f: CronFields, afterMs: number, timeZone = 'UTC'): number {
-  const start = wall(afterMs, timeZone);
+export function nextCronTime(f: CronFields, afterMs: number, timeZone: string | WallOf = 'UTC'): number {
+  const read = typeof timeZone === 'string' ? zoneWall(timeZone) : timeZone;
+  const start = read(afterMs);
   for (let i = 0; i < 366 * 8; i++) {
     const day = new Date(Date.UTC(start.y, start.mo, start.d + i));
     const [y, mo, d] = [day.getUTCFullYear(), day.getUTCMonth(), day.getUTCDate()];
@@ -87,8 +113,8 @@ export function nextCronTime(f: CronFields, afterMs: number, timeZone = 'UTC'): 
       for (const mi of f.minute) {
         if (today && h === start.h && mi < start.mi) continue;
         for (const s of f.second) {
-          const t = zonedTime(y, mo, d, h, mi, s, timeZone);
-          const w = wall(t, timeZone);
+          const t = zonedTime(y, mo, d, h, mi, s, read);
+          const w = read(t);
           if (t > afterMs && w.h === h && w.mi === mi) return t;
         }
       }
