@@ -7,20 +7,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PrivatePostgres, privatePostgresUnavailable, startPrivatePostgres } from '../pg-private.ts';
 import { tempDir } from '../helpers.ts';
-import { ClusterHarness, type Member } from './harness.ts';
+import { ClusterHarness, within, type Member } from './harness.ts';
 
 const HOSTS = 30;
 const unavailable = privatePostgresUnavailable();
-
-async function within<T>(ms: number, what: string, fn: () => Promise<T | undefined | false>): Promise<{ value: T; ms: number }> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v) return { value: v, ms: Date.now() - t0 };
-    if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe.skipIf(!!unavailable)(unavailable ?? 'two controllers losing their database for 10 s', () => {
   let pg: PrivatePostgres;

@@ -196,3 +196,14 @@ export function doublePinged(views: PingsView[]): string[] {
   }
   return bad;
 }
+
+/** Polls `fn` every 200 ms until it gives something truthy; how long that took. Throws naming `what` after `ms`. */
+export async function within<T>(ms: number, what: string, fn: () => Promise<T | undefined | false>): Promise<{ value: T; ms: number }> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return { value: v, ms: Date.now() - t0 };
+    if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -9,20 +9,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, NO_DATABASE, TEST_DATABASE_URL, type TestDatabase } from '../store/db.ts';
 import { tempDir } from '../helpers.ts';
-import { ClusterHarness, doublePinged, type Member } from './harness.ts';
+import { ClusterHarness, within, doublePinged, type Member } from './harness.ts';
 
 const HOSTS = 300;
 const TAKEOVER_MS = 15_000;
-
-async function within<T>(ms: number, what: string, fn: () => Promise<T | undefined | false>): Promise<{ value: T; ms: number }> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v) return { value: v, ms: Date.now() - t0 };
-    if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe.skipIf(!TEST_DATABASE_URL)(TEST_DATABASE_URL ? 'three controllers on one database' : NO_DATABASE, () => {
   let db: TestDatabase;
